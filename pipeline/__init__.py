@@ -1,0 +1,1 @@
+"""weakseg: instance-segmentation training data from unlabeled images."""

@@ -1,0 +1,73 @@
+"""Matrix NMS (SOLOv2, Wang et al., NeurIPS 2020, Sec. 4): parallel soft suppression of masks.
+
+Each mask's score decays by how much it overlaps higher-scored masks, compensated by how
+much those masks are themselves suppressed; one matrix computation, no sequential loop.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def mask_iou_matrix(masks: torch.Tensor) -> torch.Tensor:
+    """(B, N, P) binary masks -> (B, N, N) IoU."""
+    m = masks.float()
+    inter = m @ m.transpose(1, 2)
+    area = m.sum(-1)
+    union = area[:, :, None] + area[:, None, :] - inter
+    return inter / union.clamp(min=1e-6)
+
+
+def matrix_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None = None,
+               kernel: str = "gaussian", sigma: float = 2.0) -> torch.Tensor:
+    """Decayed scores for masks sorted by descending score.
+
+    masks: (B, N, P) binary, scores: (B, N) sorted descending within each row,
+    labels: (B, N) or None (one shared label, as in class-agnostic free masks).
+    Returns (B, N) decayed scores. Padding rows (score 0, empty mask) do not affect others.
+    """
+    if masks.dim() == 2:
+        return matrix_nms(masks[None], scores[None],
+                          None if labels is None else labels[None], kernel, sigma)[0]
+    b, n, _ = masks.shape
+    if n == 0:
+        return scores
+    iou = mask_iou_matrix(masks).triu(diagonal=1)  # iou[i, j], i ranked above j
+    if labels is not None:
+        iou = iou * (labels[:, :, None] == labels[:, None, :]).float()
+    # how much each mask i is itself overlapped by a higher-ranked one
+    compensate = iou.max(dim=1).values  # (B, N): max over rows i' < i
+    comp = compensate[:, :, None].expand(b, n, n)  # comp[b, i, j] = compensate[b, i]
+    if kernel == "gaussian":
+        decay = torch.exp(-sigma * (iou ** 2 - comp ** 2))
+    elif kernel == "linear":
+        decay = (1 - iou) / (1 - comp).clamp(min=1e-6)
+    else:
+        raise ValueError(f"matrix_nms kernel must be 'gaussian' or 'linear', got {kernel!r}")
+    # only pairs i < j count; the lower triangle (and the diagonal) must not lower the min
+    upper = torch.ones(n, n, dtype=torch.bool, device=masks.device).triu(diagonal=1)
+    decay = torch.where(upper, decay, torch.ones_like(decay))
+    return scores * decay.min(dim=1).values
+
+
+def matrix_nms_reference(masks, scores, kernel="gaussian", sigma=2.0):
+    """Loop version for one image, written from the definition; used by tests and benchmarks."""
+    n = masks.shape[0]
+    m = masks.float()
+    iou = torch.zeros(n, n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            inter = (m[i] * m[j]).sum()
+            union = m[i].sum() + m[j].sum() - inter
+            iou[i, j] = inter / max(float(union), 1e-6)
+    out = scores.clone().float()
+    for j in range(n):
+        d = 1.0
+        for i in range(j):
+            comp_i = max([float(iou[k, i]) for k in range(i)], default=0.0)
+            if kernel == "gaussian":
+                f = float(torch.exp(torch.tensor(-sigma * (float(iou[i, j]) ** 2 - comp_i ** 2))))
+            else:
+                f = (1 - float(iou[i, j])) / max(1 - comp_i, 1e-6)
+            d = min(d, f)
+        out[j] = scores[j] * d
+    return out

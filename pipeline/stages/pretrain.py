@@ -1,0 +1,64 @@
+"""Stage `pretrain`: a self-supervised backbone (DenseCL) from the dataset's own images.
+
+Writes `backbone.pt` (a plain torchvision ResNet state dict under 'state_dict') that the
+free-mask and training stages load through `backbone.weights`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from pipeline import dist
+from pipeline.data.augment import ImageBank, moco_v2_augment
+from pipeline.data.datasets import get_split
+from pipeline.io import save_torch
+from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
+from pipeline.models.densecl import DenseCL
+from pipeline.train import cosine_with_warmup, train
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg) -> dict:
+    p = cfg.pretrain
+    out_dir = Path(cfg.run_dir)
+    final = out_dir / "backbone.pt"
+    if final.is_file() and not p.get("overwrite", False):
+        log.info("pretrained backbone already at %s; set pretrain.overwrite=true to redo", final)
+        return {"backbone": str(final)}
+    device = dist.init(cfg.hardware.device)
+    torch.manual_seed(cfg.seed)
+    backbone = ResNetFeatures(cfg.backbone.arch)
+    if p.get("init_weights"):
+        load_backbone_weights(backbone, p.init_weights)
+    model = DenseCL(backbone, dim=p.dim, hidden=p.hidden, queue_size=p.queue_size,
+                    momentum=p.momentum, temperature=p.temperature,
+                    dense_weight=p.dense_weight).to(device)
+    bank = ImageBank(get_split(cfg.dataset, p.split), cache=p.cache_images,
+                     max_side=p.max_side, workers=cfg.hardware.workers)
+    augment = moco_v2_augment(p.crop_size, p.crop_scale)
+    lr = p.base_lr * p.batch_size * dist.world_size() / 256  # linear scaling rule
+    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=lr,
+                          momentum=0.9, weight_decay=p.weight_decay)
+    sched = cosine_with_warmup(opt, p.max_iter, p.warmup_iter)
+
+    def step(m, it):
+        # augmentation randomness comes from (seed, iteration): a resumed run is identical
+        torch.manual_seed(cfg.seed * 1_000_003 + it)
+        imgs = bank.get(bank.batch_indices(it, p.batch_size, cfg.seed, dist.rank(),
+                                           dist.world_size()))
+        v1 = torch.stack([augment(t) for t in imgs]).to(device)
+        v2 = torch.stack([augment(t) for t in imgs]).to(device)
+        return m(normalize(v1), normalize(v2))
+
+    train(model, opt, step, out_dir, p.max_iter, ckpt_every=p.ckpt_every,
+          log_every=p.log_every, scheduler=sched, amp=cfg.hardware.amp,
+          progress=cfg.progress, desc="pretrain")
+    if dist.is_main():
+        save_torch(final, {"state_dict": model.backbone_q.state_dict(),
+                           "arch": cfg.backbone.arch, "method": "densecl",
+                           "iterations": int(p.max_iter)})
+        log.info("wrote %s", final)
+    return {"backbone": str(final)}

@@ -1,0 +1,48 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("CI", "true")  # no progress bars in test logs
+
+
+def make_cfg(tmp_path, *overrides, run_name="run"):
+    """Compose the real config with test paths; the run directory is tmp_path/work/run_name."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"paths.output_dir={tmp_path / 'outputs'}",
+            f"run_name={run_name}", *overrides])
+    with open_dict(cfg):
+        cfg.run_dir = str(Path(cfg.paths.work_dir) / cfg.run_name)
+    return cfg
+
+
+TINY_SAMPLE = ["dataset.generate.num.train=8", "dataset.generate.num.val=4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory):
+    """A small copy of the embedded sample (8 train, 4 val images), generated once."""
+    root = tmp_path_factory.mktemp("data")
+    from pipeline.data.sample import generate
+    generate(root / "sample", seed=0, splits={"train": 8, "val": 4}, progress=False)
+    return root
+
+
+@pytest.fixture
+def sample_cfg(tmp_path, tiny_sample):
+    def _make(*overrides, run_name="run"):
+        return make_cfg(tmp_path, f"paths.data_dir={tiny_sample}", *TINY_SAMPLE, *overrides,
+                        run_name=run_name)
+    return _make
+
+
+def copy_tree(src, dst):
+    shutil.copytree(src, dst)
+    return Path(dst)
