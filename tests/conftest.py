@@ -38,7 +38,8 @@ def tiny_sample(tmp_path_factory):
 @pytest.fixture
 def sample_cfg(tmp_path, tiny_sample):
     def _make(*overrides, run_name="run"):
-        return make_cfg(tmp_path, f"paths.data_dir={tiny_sample}", *TINY_SAMPLE, *overrides,
+        sample = [] if "dataset=folder" in overrides else TINY_SAMPLE
+        return make_cfg(tmp_path, f"paths.data_dir={tiny_sample}", *sample, *overrides,
                         run_name=run_name)
     return _make
 

@@ -1,0 +1,153 @@
+"""The free-mask stage on real files: outputs, bad input, resume after kill -9."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from pipeline.__main__ import run_stage
+from pipeline.errors import UserError
+from tests.conftest import ROOT
+
+FAST = ["backbone.weights=null", "freemask.short_side=128", "freemask.max_size=256",
+        "freemask.shard_size=4", "freemask.batch_size=4", "overlays=2"]
+
+
+def test_outputs_on_sample(sample_cfg):
+    cfg = sample_cfg("stage=freemask", *FAST)
+    res = run_stage(cfg)
+    run = Path(cfg.run_dir)
+    for split, n in (("train", 8), ("val", 4)):
+        api = COCO(str(run / f"free_masks_{split}.json"))  # pycocotools reads it
+        assert len(api.getImgIds()) == n
+        anns = api.loadAnns(api.getAnnIds())
+        assert anns, "no free masks at all"
+        a = anns[0]
+        assert {"score", "maskness", "embedding", "bbox", "area"} <= set(a)
+        assert len(a["embedding"]) == 128 and a["maskness"] >= 0.7
+        assert api.annToMask(a).sum() == a["area"]
+        assert res[split]["metrics"]["segm"].keys() >= {"AP", "AP50", "AR100"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"train", "val"}
+    assert len(list((run / "overlays" / "val").glob("*.png"))) == 2
+
+
+def test_detectron2_style_loading(sample_cfg):
+    """What detectron2's load_coco_json relies on: ids, file names, RLE with str counts."""
+    cfg = sample_cfg("stage=freemask", *FAST, "freemask.splits=[val]")
+    run_stage(cfg)
+    data = json.loads((Path(cfg.run_dir) / "free_masks_val.json").read_text())
+    assert data["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
+    ids = [a["id"] for a in data["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))
+    assert all(isinstance(a["segmentation"]["counts"], str) for a in data["annotations"])
+    assert all(a["iscrowd"] == 0 for a in data["annotations"])
+
+
+def make_bad_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(root / "good.jpg", quality=90)
+    Image.fromarray(rgb[..., 0]).save(root / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((64, 80), 200, np.uint8)])).save(root / "rgba.png")
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "deep16.png")
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(root / "rotated.jpg", exif=exif)
+    data = (root / "good.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+def test_bad_images_are_skipped_and_listed(tmp_path, sample_cfg):
+    folder = make_bad_folder(tmp_path / "imgs")
+    cfg = sample_cfg("stage=freemask", "dataset=folder", f"dataset.images={folder}", *FAST,
+                     "freemask.splits=[images]")
+    res = run_stage(cfg)
+    skipped = json.loads((Path(cfg.run_dir) / "skipped.json").read_text())["images"]
+    assert sorted(s["file_name"] for s in skipped) == ["empty.png", "truncated.jpg"]
+    assert res["images"]["images"] == 5 and res["images"]["skipped"] == 2
+    out = json.loads((Path(cfg.run_dir) / "free_masks_images.json").read_text())
+    sizes = {im["file_name"]: (im["width"], im["height"]) for im in out["images"]}
+    assert sizes["rotated.jpg"] == (64, 80) and sizes["good.jpg"] == (80, 64)
+
+
+def test_strict_makes_bad_image_fatal(tmp_path, sample_cfg):
+    folder = make_bad_folder(tmp_path / "imgs")
+    cfg = sample_cfg("stage=freemask", "dataset=folder", f"dataset.images={folder}", *FAST,
+                     "freemask.splits=[images]", "strict=true")
+    with pytest.raises(UserError, match=r"(empty\.png|truncated\.jpg).*strict=false"):
+        run_stage(cfg)
+
+
+def test_empty_folder_and_missing_checkpoint(tmp_path, sample_cfg):
+    (tmp_path / "none").mkdir()
+    cfg = sample_cfg("stage=freemask", "dataset=folder", f"dataset.images={tmp_path / 'none'}",
+                     *FAST, "freemask.splits=[images]")
+    with pytest.raises(UserError, match="no images in .*none"):
+        run_stage(cfg)
+    cfg = sample_cfg("stage=freemask", *FAST, f"backbone.weights={tmp_path / 'missing.pt'}")
+    with pytest.raises(UserError, match="missing.pt.*pretrain"):
+        run_stage(cfg)
+
+
+def test_rerun_skips_finished_shards_and_config_change_redoes(sample_cfg, monkeypatch):
+    cfg = sample_cfg("stage=freemask", *FAST, "freemask.splits=[train]")
+    run_stage(cfg)
+    out = Path(cfg.run_dir) / "free_masks_train.json"
+    first = out.read_bytes()
+    calls = []
+    from pipeline.stages import freemask
+    orig = freemask.FreeMaskPredictor.__call__
+    monkeypatch.setattr(freemask.FreeMaskPredictor, "__call__",
+                        lambda self, items: calls.append(len(items)) or orig(self, items))
+    run_stage(cfg)
+    assert calls == [] and out.read_bytes() == first
+    cfg2 = sample_cfg("stage=freemask", *FAST, "freemask.splits=[train]", "freemask.top_k=3")
+    run_stage(cfg2)
+    assert sum(calls) == 8  # all shards redone under the new configuration
+    counts = {}
+    for a in json.loads(out.read_text())["annotations"]:
+        counts[a["image_id"]] = counts.get(a["image_id"], 0) + 1
+    assert max(counts.values()) <= 3
+
+
+@pytest.mark.e2e
+def test_resume_after_kill_9_gives_identical_output(tmp_path, tiny_sample):
+    common = [sys.executable, "-m", "pipeline", "stage=freemask", f"paths.data_dir={tiny_sample}",
+              "dataset.generate.num.train=8", "dataset.generate.num.val=4", *FAST,
+              "freemask.shard_size=1", "freemask.batch_size=1", "freemask.splits=[train]",
+              "progress=false", "overlays=0"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ref = tmp_path / "ref"
+    subprocess.run(common + [f"paths.output_dir={ref}"], check=True, env=env, cwd=ROOT,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(common + [f"paths.output_dir={killed}"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    shards = killed / "cpu_sample" / "freemask" / "shards" / "train"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("shard_*.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(shards.glob("shard_*.json")))
+    assert 3 <= done < 8, f"kill came too late or too early ({done} shards)"
+    final = killed / "cpu_sample" / "freemask" / "free_masks_train.json"
+    assert not final.exists()
+    subprocess.run(common + [f"paths.output_dir={killed}"], check=True, env=env, cwd=ROOT,
+                   capture_output=True)
+    want = json.loads((ref / "cpu_sample" / "freemask" / "free_masks_train.json").read_text())
+    got = json.loads(final.read_text())
+    assert got == want
