@@ -1,0 +1,304 @@
+"""SOLOv2 (Wang et al., NeurIPS 2020) on the project's ResNet + FPN, with FreeSOLO's weak losses.
+
+Grid cells of several FPN levels predict a category score and a dynamic 1x1 kernel; each
+kernel convolved with one unified mask-feature map gives that cell's instance mask.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from pipeline.models.backbone import LEVELS, ResNetFeatures
+from pipeline.models.losses import (colour_similarity, dice_loss, embedding_loss,
+                                    pairwise_affinity_loss, projection_dice_loss, rgb_to_lab)
+from pipeline.ops.matrix_nms import matrix_nms
+
+FPN_NAMES = {"p2": "res2", "p3": "res3", "p4": "res4", "p5": "res5", "p6": "pool"}
+
+
+def coord_channels(x: torch.Tensor) -> torch.Tensor:
+    """Two channels of normalised x, y coordinates in [-1, 1] (CoordConv, SOLO Sec. 3.2)."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy])[None].expand(b, -1, -1, -1)
+
+
+def conv_gn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                         nn.GroupNorm(min(32, cout // 4), cout), nn.ReLU(inplace=True))
+
+
+@dataclass
+class Level:
+    feature: str        # p2..p6
+    grid: int           # S: cells per side
+    stride: int         # nominal stride: masks of fewer pixels (at stride 4) are dropped
+    scale: tuple        # instance sqrt(box area) range, input pixels
+
+
+class MaskFeatureBranch(nn.Module):
+    """Unified mask features at stride 4 from P2..P5 (SOLOv2 Sec. 3.2.2)."""
+
+    def __init__(self, cin: int, mid: int, out: int):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        for i in range(4):
+            layers, ch = [], cin + (2 if i == 3 else 0)
+            for j in range(max(1, i)):
+                layers.append(conv_gn(ch, mid))
+                ch = mid
+                if i > 0:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear",
+                                              align_corners=False))
+            self.levels.append(nn.Sequential(*layers))
+        self.out = nn.Sequential(nn.Conv2d(mid, out, 1, bias=False),
+                                 nn.GroupNorm(min(32, out // 4), out), nn.ReLU(inplace=True))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = self.levels[0](feats[0])
+        for i in range(1, 4):
+            f = feats[i]
+            if i == 3:
+                f = torch.cat([f, coord_channels(f)], 1)
+            y = self.levels[i](f)
+            x = x + y[..., :x.shape[-2], :x.shape[-1]]
+        return self.out(x)
+
+
+class SOLOv2(nn.Module):
+    def __init__(self, backbone: ResNetFeatures, levels: list[Level], num_classes: int = 1,
+                 fpn_channels: int = 256, head_channels: int = 256, head_convs: int = 4,
+                 mask_channels: int = 128, embedding_dim: int = 0):
+        super().__init__()
+        self.backbone, self.levels, self.num_classes = backbone, levels, num_classes
+        self.fpn = FeaturePyramidNetwork([backbone.channels[k] for k in LEVELS], fpn_channels,
+                                         extra_blocks=LastLevelMaxPool())
+        self.cate_tower = nn.Sequential(*[conv_gn(fpn_channels if i == 0 else head_channels,
+                                                  head_channels) for i in range(head_convs)])
+        self.kernel_tower = nn.Sequential(*[conv_gn(fpn_channels + 2 if i == 0 else head_channels,
+                                                    head_channels) for i in range(head_convs)])
+        self.cate_out = nn.Conv2d(head_channels, num_classes, 3, padding=1)
+        self.kernel_out = nn.Conv2d(head_channels, mask_channels, 3, padding=1)
+        self.embed_out = (nn.Conv2d(head_channels, embedding_dim, 3, padding=1)
+                          if embedding_dim else None)
+        self.mask_branch = MaskFeatureBranch(fpn_channels, mask_channels, mask_channels)
+        nn.init.constant_(self.cate_out.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
+        nn.init.normal_(self.kernel_out.weight, std=0.01)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        fpn = self.fpn(self.backbone(images))
+        cates, kernels, embeds = [], [], []
+        for lv in self.levels:
+            f = fpn[FPN_NAMES[lv.feature]]
+            k_in = F.interpolate(torch.cat([f, coord_channels(f)], 1), size=(lv.grid, lv.grid),
+                                 mode="bilinear", align_corners=False)
+            c_in = k_in[:, :-2]
+            cates.append(self.cate_out(self.cate_tower(c_in)))
+            kt = self.kernel_tower(k_in)
+            kernels.append(self.kernel_out(kt))
+            if self.embed_out is not None:
+                embeds.append(self.embed_out(kt))
+        mask_feat = self.mask_branch([fpn[n] for n in ("res2", "res3", "res4", "res5")])
+        return {"cate": cates, "kernel": kernels, "embed": embeds, "mask_feat": mask_feat}
+
+
+# ---------------------------------------------------------------- targets (SOLO Sec. 3.1)
+
+def assign_targets(masks: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+                   levels: list[Level], padded_hw, sigma: float = 0.2) -> list[dict]:
+    """Grid targets of one image, per level.
+
+    masks (N, Hp, Wp) bool at padded input size, boxes (N, 4) xyxy. An instance belongs to
+    the levels whose scale range holds sqrt(w*h); inside a level, the cells of its centre
+    region (centre of mass +- sigma * half box size, at most one cell from the centre cell)
+    are positive. Smaller instances are written last, so they win shared cells.
+    Returns per level: {'labels': (S*S,) long (-1 = background), 'index': (S*S,) long
+    (instance index or -1)}.
+    """
+    hp, wp = padded_hw
+    out = []
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1)
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1)
+    scale = (w * h).sqrt()
+    order = scale.argsort(descending=True)
+    for lv in levels:
+        s = lv.grid
+        lab = torch.full((s, s), -1, dtype=torch.long)
+        idx = torch.full((s, s), -1, dtype=torch.long)
+        for n in order.tolist():
+            if not (lv.scale[0] <= scale[n] <= lv.scale[1]):
+                continue
+            m = masks[n]
+            if not m.any():
+                continue
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            cy, cx = ys.float().mean() + 0.5, xs.float().mean() + 0.5
+            half_h, half_w = sigma * h[n] / 2, sigma * w[n] / 2
+            ci, cj = int(cy / hp * s), int(cx / wp * s)
+            top = max(int((cy - half_h) / hp * s), 0, ci - 1)
+            bottom = min(int((cy + half_h) / hp * s), s - 1, ci + 1)
+            left = max(int((cx - half_w) / wp * s), 0, cj - 1)
+            right = min(int((cx + half_w) / wp * s), s - 1, cj + 1)
+            lab[top:bottom + 1, left:right + 1] = labels[n]
+            idx[top:bottom + 1, left:right + 1] = n
+        out.append({"labels": lab.flatten(), "index": idx.flatten()})
+    return out
+
+
+@dataclass
+class LossWeights:
+    cate: float = 1.0
+    mask_mode: str = "weak"       # weak: projections + pairwise (FreeSOLO); dice: full masks
+    dice: float = 3.0
+    proj_max: float = 1.0
+    proj_mean: float = 0.1
+    pairwise: float = 1.0
+    pairwise_warmup: int = 1000
+    pairwise_threshold: float = 0.3
+    pairwise_kernel: int = 3
+    pairwise_dilation: int = 2
+    pairwise_theta: float = 2.0
+    pairwise_ignore_bottom: int = 0   # pixels at the image bottom left out of the pairwise term
+    embedding: float = 0.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    sigma: float = 0.2
+
+
+def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
+              valid: torch.Tensor, w: LossWeights, iteration: int) -> dict:
+    """All SOLO losses for a batch. samples carry masks (N,h,w), labels, boxes (+embeddings)."""
+    device = out["mask_feat"].device
+    b, _, hp, wp = images_rgb.shape
+    mf = out["mask_feat"]
+    hm, wm = mf.shape[-2:]
+    cate_logits, cate_targets = [], []
+    pos_logits, pos_masks, pos_boxes, pos_img, pos_emb_pred, pos_emb_tgt = [], [], [], [], [], []
+    for i, s in enumerate(samples):
+        masks = torch.zeros((s["masks"].shape[0], hp, wp), dtype=torch.bool)
+        masks[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"]
+        tg = assign_targets(masks, s["labels"], s["boxes"], model.levels, (hp, wp), w.sigma)
+        small = F.interpolate(masks[None].float(), size=(hm, wm), mode="bilinear",
+                              align_corners=False)[0] >= 0.5 if len(masks) else masks
+        for li, t in enumerate(tg):
+            cl = out["cate"][li][i].flatten(1).T  # (S*S, C)
+            onehot = torch.zeros_like(cl)
+            fg = t["labels"] >= 0
+            onehot[fg.nonzero()[:, 0], t["labels"][fg]] = 1
+            cate_logits.append(cl)
+            cate_targets.append(onehot)
+            if fg.any():
+                cells = fg.nonzero()[:, 0]
+                kern = out["kernel"][li][i].flatten(1).T[cells.to(device)]  # (P, D)
+                pos_logits.append(torch.einsum("pd,dhw->phw", kern, mf[i]))
+                inst = t["index"][cells]
+                pos_masks.append(small[inst])
+                pos_boxes.append(s["boxes"][inst])
+                pos_img.append(torch.full((len(cells),), i, dtype=torch.long))
+                if w.embedding and out["embed"] and "embeddings" in s:
+                    pos_emb_pred.append(out["embed"][li][i].flatten(1).T[cells.to(device)])
+                    pos_emb_tgt.append(s["embeddings"][inst])
+    cate_logits = torch.cat(cate_logits)
+    cate_targets = torch.cat(cate_targets).to(device)
+    num_pos = sum(len(p) for p in pos_logits)
+    losses = {"loss_cate": w.cate * sigmoid_focal_loss(
+        cate_logits, cate_targets, alpha=w.focal_alpha, gamma=w.focal_gamma,
+        reduction="sum") / (num_pos + 1)}
+    zero = mf.sum() * 0
+    if num_pos == 0:
+        losses.update(loss_proj=zero, loss_pair=zero, loss_mask=zero)
+    else:
+        logits = torch.cat(pos_logits)
+        target = torch.cat(pos_masks).to(device)
+        prob = logits.sigmoid()
+        if w.mask_mode == "dice":
+            losses["loss_mask"] = w.dice * dice_loss(prob, target).mean()
+        elif w.mask_mode == "weak":
+            losses["loss_proj"] = (w.proj_max * projection_dice_loss(prob, target, "max")
+                                   + w.proj_mean * projection_dice_loss(prob, target, "mean")
+                                   ).mean()
+            if w.pairwise:
+                img_idx = torch.cat(pos_img).to(device)
+                # colour similarity at stride 4 (BoxInst computes it on the downsampled image)
+                small_rgb = F.avg_pool2d(images_rgb, kernel_size=hp // hm, stride=hp // hm)
+                sim = colour_similarity(rgb_to_lab(small_rgb), w.pairwise_kernel,
+                                        w.pairwise_dilation, w.pairwise_theta)[img_idx]
+                boxes = torch.cat(pos_boxes).to(device) * (hm / hp)
+                yy = torch.arange(hm, device=device).view(1, -1, 1) + 0.5
+                xx = torch.arange(wm, device=device).view(1, 1, -1) + 0.5
+                region = ((xx >= boxes[:, 0, None, None]) & (xx <= boxes[:, 2, None, None])
+                          & (yy >= boxes[:, 1, None, None]) & (yy <= boxes[:, 3, None, None]))
+                small_valid = F.avg_pool2d(valid[:, None].float(), hp // hm)[:, 0] >= 1.0
+                if w.pairwise_ignore_bottom:
+                    rows = small_valid.sum(1, keepdim=True)  # valid rows per column
+                    cut = max(1, round(w.pairwise_ignore_bottom * hm / hp))
+                    small_valid = small_valid & (torch.arange(hm, device=device).view(1, -1, 1)
+                                                 < rows - cut)
+                region = region & small_valid[img_idx]
+                ramp = min(1.0, (iteration + 1) / max(1, w.pairwise_warmup))
+                losses["loss_pair"] = w.pairwise * ramp * pairwise_affinity_loss(
+                    logits, sim, region, w.pairwise_threshold, w.pairwise_kernel,
+                    w.pairwise_dilation).mean()
+        else:
+            raise ValueError(f"solo.loss.mask_mode must be weak or dice, got {w.mask_mode!r}")
+        if pos_emb_pred:
+            losses["loss_embed"] = w.embedding * embedding_loss(
+                torch.cat(pos_emb_pred), torch.cat(pos_emb_tgt).to(device)).mean()
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+# ---------------------------------------------------------------- inference (SOLOv2 Sec. 3.3)
+
+@dataclass
+class InferenceParams:
+    score_threshold: float = 0.1
+    mask_threshold: float = 0.5
+    pre_nms: int = 500
+    nms_kernel: str = "gaussian"
+    nms_sigma: float = 2.0
+    update_threshold: float = 0.05
+    max_per_image: int = 100
+
+
+@torch.no_grad()
+def solo_predict(model: SOLOv2, out: dict, i: int, p: InferenceParams):
+    """Masks of image i of a batch: (soft masks (K, Hm, Wm), scores (K,), labels (K,))."""
+    mf = out["mask_feat"][i]
+    scores = torch.cat([c[i].sigmoid().flatten(1).T for c in out["cate"]])   # (cells, C)
+    kernels = torch.cat([k[i].flatten(1).T for k in out["kernel"]])          # (cells, D)
+    strides = torch.cat([torch.full((lv.grid ** 2,), lv.stride, device=mf.device)
+                         for lv in model.levels])
+    cand = (scores > p.score_threshold).nonzero()
+    empty = (mf.new_zeros((0, *mf.shape[-2:])), mf.new_zeros(0), mf.new_zeros(0, dtype=torch.long))
+    if len(cand) == 0:
+        return empty
+    cell, label = cand[:, 0], cand[:, 1]
+    cate = scores[cell, label]
+    if len(cate) > p.pre_nms:
+        top = cate.topk(p.pre_nms).indices
+        cell, label, cate = cell[top], label[top], cate[top]
+    soft = torch.einsum("nd,dhw->nhw", kernels[cell], mf).sigmoid()
+    binary = soft > p.mask_threshold
+    area = binary.flatten(1).sum(1).float()
+    keep = area > strides[cell]
+    if not keep.any():
+        return empty
+    soft, binary, area, cate, label = soft[keep], binary[keep], area[keep], cate[keep], label[keep]
+    maskness = (soft * binary).flatten(1).sum(1) / area
+    score = cate * maskness
+    order = score.argsort(descending=True)[:p.pre_nms]
+    soft, binary, score, label = soft[order], binary[order], score[order], label[order]
+    score = matrix_nms(binary.flatten(1), score, label, p.nms_kernel, p.nms_sigma)
+    keep = score >= p.update_threshold
+    soft, score, label = soft[keep], score[keep], label[keep]
+    order = score.argsort(descending=True)[:p.max_per_image]
+    return soft[order], score[order], label[order]

@@ -1,0 +1,181 @@
+"""Stage `solo`: self-supervised SOLOv2 on free masks, then self-training (FreeSOLO Sec. 3.2).
+
+Round 1 learns from the free masks with weak losses (box projection + pairwise affinity);
+round r > 1 learns from round r-1's own predictions on the training images. Output:
+`pseudo_labels.json` (COCO, RLE) = the last round's filtered predictions on the training
+split, plus per-round predictions, metrics and overlays under `round{r}/`.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import dist
+from pipeline.data.coco import load_coco, make_coco, mask_to_annotation, save_coco
+from pipeline.data.datasets import get_split
+from pipeline.data.instances import InstanceBank, pad_batch
+from pipeline.data.transforms import same_size_batches, to_tensor
+from pipeline.errors import UserError
+from pipeline.io import save_torch
+from pipeline.models.backbone import build_backbone, normalize
+from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
+    solo_predict
+from pipeline.reporting import finish_split, update_json
+from pipeline.sharded import run_sharded
+from pipeline.train import cosine_with_warmup, train
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg, device) -> SOLOv2:
+    s = cfg.solo
+    levels = [Level(lv.feature, int(lv.grid), int(lv.stride), tuple(lv.scale)) for lv in s.levels]
+    model = SOLOv2(build_backbone(cfg.backbone), levels, num_classes=s.num_classes,
+                   fpn_channels=s.fpn_channels, head_channels=s.head_channels,
+                   head_convs=s.head_convs, mask_channels=s.mask_channels,
+                   embedding_dim=s.embedding.dim if s.embedding.enabled else 0)
+    return model.to(device)
+
+
+def _dataclass_from(cls, node):
+    return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
+
+
+class SoloPredictor:
+    """SOLO inference over (info, image) lists, as COCO annotations at the original size."""
+
+    def __init__(self, model: SOLOv2, cfg, device):
+        self.model, self.cfg, self.device = model.eval(), cfg, device
+        self.params = _dataclass_from(InferenceParams, cfg.inference)
+
+    @torch.no_grad()
+    def __call__(self, items):
+        c = self.cfg.inference
+        results = {}
+        for shape, group in same_size_batches(items, c.batch_size, c.short_side, c.max_size):
+            batch = torch.stack([to_tensor(a, shape) for _, a in group])
+            hp, wp = [-(-d // 32) * 32 for d in shape]
+            batch = F.pad(batch, (0, wp - shape[1], 0, hp - shape[0]))
+            out = self.model(normalize(batch.to(self.device)))
+            for i, (info, arr) in enumerate(group):
+                soft, score, label = solo_predict(self.model, out, i, self.params)
+                results[info["id"]] = self._annotations(info, arr.shape[:2], shape, (hp, wp),
+                                                        soft, score, label, out, i)
+        return [results[info["id"]] for info, _ in items]
+
+    def _annotations(self, info, image_hw, input_hw, padded_hw, soft, score, label, out, i):
+        if len(soft) == 0:
+            return []
+        up = F.interpolate(soft[None], size=padded_hw, mode="bilinear", align_corners=False)
+        up = up[:, :, :input_hw[0], :input_hw[1]]
+        up = F.interpolate(up, size=tuple(image_hw), mode="bilinear", align_corners=False)[0]
+        masks = (up >= self.params.mask_threshold).cpu().numpy()
+        anns = []
+        for m, s, lab in zip(masks, score.tolist(), label.tolist()):
+            if m.any():
+                anns.append(mask_to_annotation(m, info["id"], int(lab) + 1, score=round(s, 5)))
+        return anns
+
+
+def self_training_filter(coco: dict, st, width_of) -> dict:
+    """Keep confident predictions as next-round targets (FreeSOLO Sec. 3.2): score
+    threshold, at most `max_per_image`, boxes spanning (almost) the whole width dropped."""
+    by = {}
+    for a in sorted(coco["annotations"], key=lambda a: -a["score"]):
+        if a["score"] < st.score_threshold:
+            continue
+        if a["bbox"][2] >= st.max_box_width_frac * width_of[a["image_id"]]:
+            continue
+        kept = by.setdefault(a["image_id"], [])
+        if len(kept) < st.max_per_image:
+            kept.append({k: v for k, v in a.items() if k != "id"})
+    anns = [a for im in coco["images"] for a in by.get(im["id"], [])]
+    return make_coco(coco["images"], anns, coco["categories"],
+                     {"description": "weakseg pseudo-labels (self-supervised SOLO)"})
+
+
+def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
+    s = cfg.solo
+    final = round_dir / "model.pt"
+    model = build_model(cfg, device)
+    if final.is_file():
+        model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
+        log.info("round %d already trained: %s", r, final)
+        return model
+    if init_from is not None:
+        model.load_state_dict(torch.load(init_from, map_location=device, weights_only=True))
+    split = get_split(cfg.dataset, s.train_split)
+    bank = InstanceBank(split, targets, cache=s.train.cache_images)
+    t = s.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    elif t.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    else:
+        raise UserError(f"solo.train.optimizer must be sgd or adamw, got {t.optimizer!r}")
+    sched = cosine_with_warmup(opt, t.max_iter, t.warmup_iter)
+    weights = _dataclass_from(LossWeights, s.loss)
+    if s.embedding.enabled:
+        weights.embedding = s.embedding.weight
+
+    def step(m, it):
+        samples = bank.batch(it, t.batch_size, cfg.seed + 1000 * r, t.sizes, t.max_size,
+                             flip=True, rank=dist.rank(), world=dist.world_size())
+        images, valid = pad_batch(samples)
+        out = m(normalize(images.to(device)))
+        return solo_loss(model, out, samples, images.to(device), valid.to(device), weights, it)
+
+    train(model, opt, step, round_dir, t.max_iter, ckpt_every=t.ckpt_every,
+          log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
+          grad_clip=t.grad_clip, progress=cfg.progress, desc=f"solo round {r}")
+    if dist.is_main():
+        save_torch(final, model.state_dict())
+    return model
+
+
+def run(cfg) -> dict:
+    s = cfg.solo
+    out_dir = Path(cfg.run_dir)
+    device = dist.init(cfg.hardware.device)
+    torch.manual_seed(cfg.seed)
+    targets = load_coco(s.targets, "free-mask file (solo.targets; run stage=freemask first)")
+    if not targets["annotations"]:
+        raise UserError(f"{s.targets} holds no masks to learn from; check the free-mask stage "
+                        f"(its filters may be too strict for this data)")
+    results, prev = {}, None
+    for r in range(1, int(s.rounds) + 1):
+        round_dir = out_dir / f"round{r}"
+        init = prev if (prev is not None and s.self_training.init == "previous") else None
+        model = train_round(cfg, r, targets, round_dir, init, device)
+        prev = round_dir / "model.pt"
+        predictor = SoloPredictor(model, s, device)
+        key = [dict(s), r, str(cfg.backbone.get("weights"))]
+        for split_name in dict.fromkeys([s.train_split, s.eval_split]):
+            split = get_split(cfg.dataset, split_name)
+            out_json = round_dir / f"predictions_{split_name}.json"
+            coco, skipped = run_sharded(split, predictor, out_json,
+                                        round_dir / "shards" / split_name, config_key=key,
+                                        shard_size=s.inference.shard_size,
+                                        workers=cfg.hardware.workers, strict=cfg.strict,
+                                        progress=cfg.progress, desc=f"solo r{r} {split_name}")
+            res = finish_split(cfg, split, coco, skipped, round_dir, out_json,
+                               f"SOLO round {r} ({split_name})")
+            results[f"round{r}/{split_name}"] = res
+            if split_name == s.train_split:
+                widths = {im["id"]: im["width"] for im in coco["images"]}
+                targets = self_training_filter(coco, s.self_training, widths)
+                save_coco(round_dir / "pseudo_labels.json", targets)
+    final = out_dir / "pseudo_labels.json"
+    shutil.copyfile(round_dir / "pseudo_labels.json", final.with_suffix(".tmp"))
+    final.with_suffix(".tmp").replace(final)
+    update_json(out_dir / "metrics.json", "rounds", {k: v.get("metrics") for k, v in
+                                                     results.items()})
+    log.info("pseudo-labels: %d masks on %d images -> %s", len(targets["annotations"]),
+             len(targets["images"]), final)
+    return results
