@@ -11,16 +11,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops import sigmoid_focal_loss
 
-from pipeline.models.backbone import LEVELS, ResNetFeatures
+from pipeline.models.backbone import ResNetFeatures
+from pipeline.models.fpn import BackboneFPN
 from pipeline.models.losses import (colour_similarity, dice_loss, embedding_loss,
                                     pairwise_affinity_loss, projection_dice_loss, rgb_to_lab)
 from pipeline.ops.matrix_nms import matrix_nms
-
-FPN_NAMES = {"p2": "res2", "p3": "res3", "p4": "res4", "p5": "res5", "p6": "pool"}
-
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
     """Two channels of normalised x, y coordinates in [-1, 1] (CoordConv, SOLO Sec. 3.2)."""
@@ -78,9 +75,8 @@ class SOLOv2(nn.Module):
                  fpn_channels: int = 256, head_channels: int = 256, head_convs: int = 4,
                  mask_channels: int = 128, embedding_dim: int = 0):
         super().__init__()
-        self.backbone, self.levels, self.num_classes = backbone, levels, num_classes
-        self.fpn = FeaturePyramidNetwork([backbone.channels[k] for k in LEVELS], fpn_channels,
-                                         extra_blocks=LastLevelMaxPool())
+        self.levels, self.num_classes = levels, num_classes
+        self.features = BackboneFPN(backbone, fpn_channels)
         self.cate_tower = nn.Sequential(*[conv_gn(fpn_channels if i == 0 else head_channels,
                                                   head_channels) for i in range(head_convs)])
         self.kernel_tower = nn.Sequential(*[conv_gn(fpn_channels + 2 if i == 0 else head_channels,
@@ -94,10 +90,10 @@ class SOLOv2(nn.Module):
         nn.init.normal_(self.kernel_out.weight, std=0.01)
 
     def forward(self, images: torch.Tensor) -> dict:
-        fpn = self.fpn(self.backbone(images))
+        fpn = self.features(images)
         cates, kernels, embeds = [], [], []
         for lv in self.levels:
-            f = fpn[FPN_NAMES[lv.feature]]
+            f = fpn[lv.feature]
             k_in = F.interpolate(torch.cat([f, coord_channels(f)], 1), size=(lv.grid, lv.grid),
                                  mode="bilinear", align_corners=False)
             c_in = k_in[:, :-2]
@@ -106,7 +102,7 @@ class SOLOv2(nn.Module):
             kernels.append(self.kernel_out(kt))
             if self.embed_out is not None:
                 embeds.append(self.embed_out(kt))
-        mask_feat = self.mask_branch([fpn[n] for n in ("res2", "res3", "res4", "res5")])
+        mask_feat = self.mask_branch([fpn[n] for n in ("p2", "p3", "p4", "p5")])
         return {"cate": cates, "kernel": kernels, "embed": embeds, "mask_feat": mask_feat}
 
 
@@ -156,8 +152,7 @@ def assign_targets(masks: torch.Tensor, labels: torch.Tensor, boxes: torch.Tenso
 @dataclass
 class LossWeights:
     cate: float = 1.0
-    mask_mode: str = "weak"       # weak: projections + pairwise (FreeSOLO); dice: full masks
-    dice: float = 3.0
+    dice: float = 0.0             # full-mask Dice (SOLOv2's supervised loss, weight 3)
     proj_max: float = 1.0
     proj_mean: float = 0.1
     pairwise: float = 1.0
@@ -214,41 +209,40 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
         reduction="sum") / (num_pos + 1)}
     zero = mf.sum() * 0
     if num_pos == 0:
-        losses.update(loss_proj=zero, loss_pair=zero, loss_mask=zero)
+        losses.update({k: zero for k, on in (("loss_dice", w.dice), ("loss_pair", w.pairwise),
+                       ("loss_proj", w.proj_max or w.proj_mean)) if on})
     else:
         logits = torch.cat(pos_logits)
         target = torch.cat(pos_masks).to(device)
         prob = logits.sigmoid()
-        if w.mask_mode == "dice":
-            losses["loss_mask"] = w.dice * dice_loss(prob, target).mean()
-        elif w.mask_mode == "weak":
+        if w.dice:
+            losses["loss_dice"] = w.dice * dice_loss(prob, target).mean()
+        if w.proj_max or w.proj_mean:
             losses["loss_proj"] = (w.proj_max * projection_dice_loss(prob, target, "max")
                                    + w.proj_mean * projection_dice_loss(prob, target, "mean")
                                    ).mean()
-            if w.pairwise:
-                img_idx = torch.cat(pos_img).to(device)
-                # colour similarity at stride 4 (BoxInst computes it on the downsampled image)
-                small_rgb = F.avg_pool2d(images_rgb, kernel_size=hp // hm, stride=hp // hm)
-                sim = colour_similarity(rgb_to_lab(small_rgb), w.pairwise_kernel,
-                                        w.pairwise_dilation, w.pairwise_theta)[img_idx]
-                boxes = torch.cat(pos_boxes).to(device) * (hm / hp)
-                yy = torch.arange(hm, device=device).view(1, -1, 1) + 0.5
-                xx = torch.arange(wm, device=device).view(1, 1, -1) + 0.5
-                region = ((xx >= boxes[:, 0, None, None]) & (xx <= boxes[:, 2, None, None])
-                          & (yy >= boxes[:, 1, None, None]) & (yy <= boxes[:, 3, None, None]))
-                small_valid = F.avg_pool2d(valid[:, None].float(), hp // hm)[:, 0] >= 1.0
-                if w.pairwise_ignore_bottom:
-                    rows = small_valid.sum(1, keepdim=True)  # valid rows per column
-                    cut = max(1, round(w.pairwise_ignore_bottom * hm / hp))
-                    small_valid = small_valid & (torch.arange(hm, device=device).view(1, -1, 1)
-                                                 < rows - cut)
-                region = region & small_valid[img_idx]
-                ramp = min(1.0, (iteration + 1) / max(1, w.pairwise_warmup))
-                losses["loss_pair"] = w.pairwise * ramp * pairwise_affinity_loss(
-                    logits, sim, region, w.pairwise_threshold, w.pairwise_kernel,
-                    w.pairwise_dilation).mean()
-        else:
-            raise ValueError(f"solo.loss.mask_mode must be weak or dice, got {w.mask_mode!r}")
+        if w.pairwise:
+            img_idx = torch.cat(pos_img).to(device)
+            # colour similarity at stride 4 (BoxInst computes it on the downsampled image)
+            small_rgb = F.avg_pool2d(images_rgb, kernel_size=hp // hm, stride=hp // hm)
+            sim = colour_similarity(rgb_to_lab(small_rgb), w.pairwise_kernel,
+                                    w.pairwise_dilation, w.pairwise_theta)[img_idx]
+            boxes = torch.cat(pos_boxes).to(device) * (hm / hp)
+            yy = torch.arange(hm, device=device).view(1, -1, 1) + 0.5
+            xx = torch.arange(wm, device=device).view(1, 1, -1) + 0.5
+            region = ((xx >= boxes[:, 0, None, None]) & (xx <= boxes[:, 2, None, None])
+                      & (yy >= boxes[:, 1, None, None]) & (yy <= boxes[:, 3, None, None]))
+            small_valid = F.avg_pool2d(valid[:, None].float(), hp // hm)[:, 0] >= 1.0
+            if w.pairwise_ignore_bottom:
+                rows = small_valid.sum(1, keepdim=True)  # valid rows per column
+                cut = max(1, round(w.pairwise_ignore_bottom * hm / hp))
+                small_valid = small_valid & (torch.arange(hm, device=device).view(1, -1, 1)
+                                             < rows - cut)
+            region = region & small_valid[img_idx]
+            ramp = min(1.0, (iteration + 1) / max(1, w.pairwise_warmup))
+            losses["loss_pair"] = w.pairwise * ramp * pairwise_affinity_loss(
+                logits, sim, region, w.pairwise_threshold, w.pairwise_kernel,
+                w.pairwise_dilation).mean()
         if pos_emb_pred:
             losses["loss_embed"] = w.embedding * embedding_loss(
                 torch.cat(pos_emb_pred), torch.cat(pos_emb_tgt).to(device)).mean()

@@ -1,0 +1,115 @@
+"""Mask R-CNN (torchvision) on the project's backbone, with PointSup's point loss as an option.
+
+The point loss (Cheng et al., CVPR 2022, Sec. 3.2) plugs in by one RoIHeads subclass that
+reuses torchvision's box branch and sampling and replaces only the mask loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from pipeline.models.backbone import PIXEL_MEAN, PIXEL_STD, ResNetFeatures
+from pipeline.models.fpn import BackboneFPN
+
+
+def point_loss(mask_logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor,
+               point_labels: torch.Tensor) -> torch.Tensor:
+    """BCE between mask logits read at the points and the point labels (PointSup Sec. 3.2).
+
+    mask_logits (P, M, M) for each positive proposal's class; boxes (P, 4) xyxy proposals;
+    points (P, K, 2) image coordinates (pixel centres); point_labels (P, K) in {0, 1, -1}.
+    Points are mapped into box-normalised coordinates and read bilinearly
+    (grid_sample, align_corners=False); points outside the box or labelled -1 are ignored.
+    """
+    if mask_logits.numel() == 0:
+        return mask_logits.sum() * 0
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
+    rel = (points - boxes[:, None, :2]) / wh[:, None, :]                       # [0, 1] in box
+    inside = ((rel >= 0) & (rel <= 1)).all(-1) & (point_labels >= 0)
+    grid = (rel * 2 - 1)[:, None]                                             # (P, 1, K, 2)
+    sampled = F.grid_sample(mask_logits[:, None], grid, mode="bilinear",
+                            align_corners=False)[:, 0, 0]                     # (P, K)
+    if not inside.any():
+        return mask_logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(sampled[inside], point_labels[inside].float())
+
+
+class PointSupRoIHeads(RoIHeads):
+    """torchvision RoIHeads whose mask loss reads points instead of masks when asked to."""
+
+    mask_supervision = "full"      # "full": torchvision's per-pixel loss; "points": point_loss
+    sample_points = 0              # >0: random subset of points per instance per iteration
+
+    def select_training_samples(self, proposals, targets):
+        out = super().select_training_samples(proposals, targets)
+        self._samples = out        # (proposals, matched_idxs, labels, regression_targets)
+        return out
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if not self.training or self.mask_supervision == "full":
+            return super().forward(features, proposals, image_shapes, targets)
+        mask_roi_pool, self.mask_roi_pool = self.mask_roi_pool, None  # box branch only
+        try:
+            result, losses = super().forward(features, proposals, image_shapes, targets)
+        finally:
+            self.mask_roi_pool = mask_roi_pool
+        props, matched, labels, _ = self._samples
+        pos = [torch.where(lab > 0)[0] for lab in labels]
+        boxes = [p[i] for p, i in zip(props, pos)]
+        idx = [m[i] for m, i in zip(matched, pos)]
+        x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
+        logits = self.mask_predictor(x)                                       # (P, C, M, M)
+        cls = torch.cat([lab[i] for lab, i in zip(labels, pos)])
+        logits = logits[torch.arange(len(cls), device=logits.device), cls]
+        pts = torch.cat([t["points"][i] for t, i in zip(targets, idx)])
+        plab = torch.cat([t["point_labels"][i] for t, i in zip(targets, idx)])
+        if self.sample_points and pts.shape[1] > self.sample_points:
+            keep = torch.rand(pts.shape[:2], device=pts.device).argsort(1)[:, :self.sample_points]
+            pts = pts.gather(1, keep[..., None].expand(-1, -1, 2))
+            plab = plab.gather(1, keep)
+        losses["loss_mask"] = point_loss(logits, torch.cat(boxes), pts, plab)
+        return result, losses
+
+
+def _box_predictor(dim, classes):
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    return FastRCNNPredictor(dim, classes)
+
+
+class _NoResize(GeneralizedRCNNTransform):
+    """Normalise and batch only: the data loader already resized images, masks and points
+    together, so geometry lives in one place."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str = "full",
+                   sample_points: int = 0, fpn_channels: int = 256, mask_head_channels: int = 256,
+                   box_head_dim: int = 1024, **kwargs) -> MaskRCNN:
+    """num_classes excludes background. Head widths default to torchvision's; kwargs go to
+    torchvision's MaskRCNN (box thresholds, proposals and RoIs per image, ...)."""
+    from torchvision.models.detection.faster_rcnn import TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    model = MaskRCNN(
+        BackboneFPN(backbone, fpn_channels),
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
+        box_predictor=_box_predictor(box_head_dim, num_classes + 1),
+        mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1),
+        mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels,
+                                         num_classes + 1),
+        **kwargs)
+    model.transform = _NoResize(min_size=1, max_size=100000, image_mean=list(PIXEL_MEAN),
+                                image_std=list(PIXEL_STD))
+    heads = model.roi_heads
+    heads.__class__ = PointSupRoIHeads  # same state, our forward: no weights are copied
+    heads.mask_supervision = supervision
+    heads.sample_points = sample_points
+    # torchvision names FPN maps '0'..'3','pool'; ours are p2..p6: pool over p2..p5
+    from torchvision.ops import MultiScaleRoIAlign
+    heads.box_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)
+    heads.mask_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 14, 2)
+    return model

@@ -1,0 +1,155 @@
+"""Stage `maskrcnn`: Mask R-CNN trained under one supervision level, evaluated on val.
+
+`supervision=full` (ground-truth masks), `points` (PointSup points, simulated from ground
+truth or a file with point_coords/point_labels, e.g. a Label Studio sync), `free_masks`
+or `solo` (pseudo-masks as if they were masks). Writes `model.pt`, `predictions_val.json`,
+`metrics.json` (class-agnostic and, where classes exist, class-aware AP).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import dist
+from pipeline.data.coco import load_coco, mask_to_annotation, save_coco
+from pipeline.data.datasets import get_split
+from pipeline.data.instances import InstanceBank
+from pipeline.data.points import points_from_masks
+from pipeline.data.transforms import same_size_batches, to_tensor
+from pipeline.errors import UserError
+from pipeline.eval.coco_eval import evaluate, format_table
+from pipeline.io import save_torch
+from pipeline.models.backbone import build_backbone
+from pipeline.models.maskrcnn import build_maskrcnn
+from pipeline.reporting import finish_split, update_json
+from pipeline.sharded import run_sharded
+from pipeline.train import cosine_with_warmup, train
+
+log = logging.getLogger(__name__)
+
+
+def training_targets(cfg, split) -> tuple[dict, bool]:
+    """The COCO dict to train on, and whether it is class-agnostic."""
+    sv = cfg.supervision
+    if sv.annotations:
+        data = load_coco(sv.annotations, f"supervision={sv.name} annotations")
+    elif not split.has_gt:
+        raise UserError(f"supervision={sv.name} needs ground truth in split {split.name!r} or "
+                        f"supervision.annotations=<COCO file>")
+    else:
+        data = split.coco
+    if sv.mask_loss == "points" and data["annotations"] and \
+            "point_coords" not in data["annotations"][0]:
+        data = points_from_masks(data, n=int(sv.points), seed=int(sv.point_seed))
+        save_coco(Path(cfg.run_dir) / f"points_{split.name}.json", data)  # what we trained on
+    return data, bool(sv.agnostic)
+
+
+class MaskRCNNPredictor:
+    def __init__(self, model, cfg, device, label_to_cat):
+        self.model, self.cfg, self.device = model.eval(), cfg, device
+        self.label_to_cat = label_to_cat
+
+    @torch.no_grad()
+    def __call__(self, items):
+        c = self.cfg.maskrcnn.inference
+        results = {}
+        for shape, group in same_size_batches(items, c.batch_size, c.short_side, c.max_size):
+            outs = self.model([to_tensor(a, shape).to(self.device) / 255.0 for _, a in group])
+            for (info, arr), o in zip(group, outs):
+                h, w = arr.shape[:2]
+                masks = o["masks"]
+                if len(masks) and tuple(shape) != (h, w):
+                    masks = F.interpolate(masks, size=(h, w), mode="bilinear",
+                                          align_corners=False)
+                masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
+                results[info["id"]] = [
+                    mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
+                                       score=round(float(s), 5))
+                    for m, s, lab in zip(masks, o["scores"].tolist(), o["labels"].tolist())
+                    if m.any()]
+        return [results[info["id"]] for info, _ in items]
+
+
+def run(cfg) -> dict:
+    mc, sv = cfg.maskrcnn, cfg.supervision
+    out_dir = Path(cfg.run_dir)
+    device = dist.init(cfg.hardware.device)
+    torch.manual_seed(cfg.seed)
+    split = get_split(cfg.dataset, mc.train_split)
+    targets, agnostic = training_targets(cfg, split)
+    cats = sorted(c["id"] for c in targets["categories"])
+    if agnostic:
+        cat_map, label_to_cat = {c: 0 for c in cats}, {1: 1}
+    else:
+        cat_map = {c: i for i, c in enumerate(cats)}
+        label_to_cat = {i + 1: c for i, c in enumerate(cats)}
+    num_classes = 1 if agnostic else len(cats)
+    model = build_maskrcnn(
+        build_backbone(cfg.backbone), num_classes, supervision=sv.mask_loss,
+        sample_points=int(sv.get("sample_points", 0)), fpn_channels=mc.fpn_channels,
+        mask_head_channels=mc.mask_head_channels, box_head_dim=mc.box_head_dim,
+        box_batch_size_per_image=mc.rois_per_image,
+        rpn_anchor_generator=_anchors(mc.anchor_sizes),
+        box_detections_per_img=mc.inference.max_per_image,
+        box_score_thresh=mc.inference.score_threshold).to(device)
+    final = out_dir / "model.pt"
+    if final.is_file():
+        model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
+        log.info("already trained: %s", final)
+    else:
+        bank = InstanceBank(split, targets, category_map=cat_map, cache=mc.train.cache_images)
+        t = mc.train
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr,
+                              momentum=0.9, weight_decay=t.weight_decay)
+        sched = cosine_with_warmup(opt, t.max_iter, t.warmup_iter)
+
+        def step(m, it):
+            samples = bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
+                                 rank=dist.rank(), world=dist.world_size())
+            images = [s["image"].to(device) / 255.0 for s in samples]
+            tg = []
+            for s in samples:
+                d = {"boxes": s["boxes"].to(device), "labels": (s["labels"] + 1).to(device)}
+                if sv.mask_loss == "full":
+                    d["masks"] = s["masks"].to(device, torch.uint8)
+                else:
+                    d["points"] = s["points"].to(device)
+                    d["point_labels"] = s["point_labels"].to(device)
+                tg.append(d)
+            losses = m(images, tg)
+            losses["loss"] = sum(losses.values())
+            return losses
+
+        train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
+              log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
+              grad_clip=t.grad_clip, progress=cfg.progress, desc=f"maskrcnn {sv.name}")
+        if dist.is_main():
+            save_torch(final, model.state_dict())
+    val = get_split(cfg.dataset, mc.eval_split)
+    out_json = out_dir / f"predictions_{val.name}.json"
+    coco, skipped = run_sharded(val, MaskRCNNPredictor(model, cfg, device, label_to_cat),
+                                out_json, out_dir / "shards" / val.name,
+                                config_key=[dict(mc.inference), str(final.stat().st_mtime_ns)],
+                                shard_size=mc.inference.shard_size, workers=cfg.hardware.workers,
+                                strict=cfg.strict, progress=cfg.progress,
+                                desc=f"maskrcnn {sv.name} {val.name}",
+                                categories=targets["categories"])
+    summary = finish_split(cfg, val, coco, skipped, out_dir, out_json,
+                           f"Mask R-CNN, {sv.name} ({val.name}, class-agnostic)")
+    if not agnostic and val.has_gt:
+        ids = [im["id"] for im in coco["images"]]
+        aware = evaluate(val.coco, coco["annotations"], agnostic=False, image_ids=ids)
+        print(format_table({f"Mask R-CNN, {sv.name} (class-aware)": aware}))
+        summary["metrics_class_aware"] = aware
+        update_json(out_dir / "metrics.json", val.name, summary)
+    return summary
+
+
+def _anchors(sizes):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    sizes = tuple((int(s),) for s in sizes)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))

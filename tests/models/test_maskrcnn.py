@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.backbone import ResNetFeatures
+from pipeline.models.maskrcnn import build_maskrcnn, point_loss
+
+
+def test_point_loss_hand_computed():
+    # 2x2 logits over the box [0, 0, 4, 4]; pixel centres of the mask cells are at 1 and 3.
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 3.0]]])
+    box = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    pts = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [3.0, 1.0], [2.0, 1.0]]])
+    lab = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    # cell centres read exactly; (2, 1) is halfway between 2.0 and -1.0 -> 0.5
+    vals = torch.tensor([2.0, 3.0, -1.0, 0.5])
+    want = F.binary_cross_entropy_with_logits(vals, lab[0])
+    assert point_loss(logits, box, pts, lab).item() == pytest.approx(want.item(), rel=1e-6)
+    manual = (-math.log(torch.sigmoid(torch.tensor(2.0)).item())
+              - math.log(1 - torch.sigmoid(torch.tensor(3.0)).item())
+              - math.log(torch.sigmoid(torch.tensor(-1.0)).item())
+              - math.log(1 - torch.sigmoid(torch.tensor(0.5)).item())) / 4
+    assert point_loss(logits, box, pts, lab).item() == pytest.approx(manual, rel=1e-5)
+
+
+def test_point_loss_ignores_outside_and_unlabelled():
+    logits = torch.zeros(1, 4, 4)
+    box = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
+    pts = torch.tensor([[[15.0, 15.0], [5.0, 15.0], [15.0, 15.0]]])
+    lab = torch.tensor([[1.0, 1.0, -1.0]])
+    assert point_loss(logits, box, pts, lab).item() == pytest.approx(math.log(2), rel=1e-6)
+    # all outside: zero, with a gradient path
+    out = point_loss(logits.requires_grad_(), box, pts[:, 1:2], lab[:, 1:2])
+    assert out.item() == 0.0
+    out.backward()
+
+
+def overfit(supervision, steps=30):
+    torch.manual_seed(0)
+    model = build_maskrcnn(ResNetFeatures("resnet18"), 1, supervision, fpn_channels=32,
+                           mask_head_channels=32, box_head_dim=128, box_detections_per_img=5,
+                           box_batch_size_per_image=64, rpn_pre_nms_top_n_train=200,
+                           rpn_post_nms_top_n_train=100)
+    img = torch.full((3, 64, 64), 0.2)
+    img[:, 16:48, 12:40] = 0.9
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 16:48, 12:40] = 1
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randint(8, 44, (1, 16), generator=g).float()
+    ys = torch.randint(12, 52, (1, 16), generator=g).float()
+    pts = torch.stack([xs, ys], -1) + 0.5
+    plab = mask[0, ys.long(), xs.long()].float()
+    target = {"boxes": torch.tensor([[12.0, 16.0, 40.0, 48.0]]), "labels": torch.tensor([1]),
+              "masks": mask, "points": pts, "point_labels": plab}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def iou():
+        model.eval()
+        with torch.no_grad():
+            out = model([img])[0]
+        model.train()
+        if len(out["masks"]) == 0:
+            return 0.0
+        # the mask of the detection closest to the true box
+        b = out["boxes"]
+        j = int(((b - target["boxes"]).abs().sum(1)).argmin())
+        pred = out["masks"][j, 0] > 0.5
+        return float((pred & mask[0].bool()).sum() / (pred | mask[0].bool()).sum())
+
+    model.train()
+    for _ in range(steps):
+        losses = model([img], [target])
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+    return losses, iou()
+
+
+def test_points_overfit_one_image():
+    losses, iou = overfit("points", steps=40)
+    assert "loss_mask" in losses and iou > 0.6

@@ -1,0 +1,89 @@
+import torch
+
+from pipeline.models.backbone import ResNetFeatures
+from pipeline.models.solo import (InferenceParams, Level, LossWeights, SOLOv2, assign_targets,
+                                  solo_loss, solo_predict)
+
+LEVELS = [Level("p2", 8, 8, (1, 24)), Level("p3", 4, 8, (16, 64))]
+
+
+def box_of(m):
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    return torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float)
+
+
+def test_centre_cell_and_scale_routing():
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 20:36, 36:52] = True            # 16x16 box, centre (28, 44)
+    t = assign_targets(masks, torch.tensor([0]), box_of(masks[0]), LEVELS, (64, 64), 0.2)
+    lab0 = t[0]["labels"].view(8, 8)
+    assert lab0[3, 5] == 0                    # int(28/64*8)=3, int(44/64*8)=5
+    assert (lab0 >= 0).sum() == 1             # sigma 0.2 region is inside one cell
+    assert (t[1]["labels"] >= 0).sum() == 1   # 16 px is in both ranges: both levels
+    big = torch.zeros(1, 64, 64, dtype=torch.bool)
+    big[0, 0:60, 0:60] = True                 # 60 px: only level 2
+    t = assign_targets(big, torch.tensor([0]), box_of(big[0]), LEVELS, (64, 64), 0.2)
+    assert (t[0]["labels"] >= 0).sum() == 0 and (t[1]["labels"] >= 0).sum() >= 1
+
+
+def test_centre_region_grows_with_sigma_and_is_capped():
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 8:56, 8:56] = True
+    t = assign_targets(masks, torch.tensor([0]), box_of(masks[0]),
+                       [Level("p2", 16, 8, (1, 100))], (64, 64), sigma=1.0)
+    pos = (t[0]["labels"] >= 0).view(16, 16)
+    assert pos.sum() == 9                     # at most one cell around the centre cell
+    assert pos[7:10, 7:10].all()
+
+
+def test_smaller_instance_wins_shared_cell():
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 10:50, 10:50] = True             # big, centre (30, 30)
+    masks[1, 26:34, 26:34] = True             # small, same centre cell
+    boxes = torch.cat([box_of(masks[0]), box_of(masks[1])])
+    t = assign_targets(masks, torch.tensor([0, 0]), boxes,
+                       [Level("p2", 8, 8, (1, 100))], (64, 64), 0.2)
+    assert t[0]["index"].view(8, 8)[3, 3] == 1
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return SOLOv2(ResNetFeatures("resnet18"), LEVELS, fpn_channels=16, head_channels=16,
+                  head_convs=1, mask_channels=16)
+
+
+def test_forward_shapes_and_predict():
+    m = tiny_model().eval()
+    out = m(torch.randn(2, 3, 64, 96))
+    assert [tuple(c.shape) for c in out["cate"]] == [(2, 1, 8, 8), (2, 1, 4, 4)]
+    assert tuple(out["mask_feat"].shape) == (2, 16, 16, 24)
+    soft, score, label = solo_predict(m, out, 0, InferenceParams(score_threshold=0.0))
+    assert soft.shape[1:] == (16, 24) and len(score) == len(label)
+    assert torch.all(score[:-1] >= score[1:])
+
+
+def test_overfits_one_image_with_weak_losses():
+    """A few steps on one image with a pseudo-mask: the loss falls and the mask appears."""
+    m = tiny_model()
+    img = torch.full((1, 3, 64, 64), 40.0)
+    img[0, :, 16:40, 20:44] = 220.0
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 16:40, 20:44] = True
+    sample = {"masks": mask, "labels": torch.tensor([0]), "boxes": box_of(mask[0])}
+    w = LossWeights(pairwise_warmup=1)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    first = None
+    for it in range(40):
+        out = m((img - 128) / 64)
+        losses = solo_loss(m, out, [sample], img, torch.ones(1, 64, 64, dtype=torch.bool), w, it)
+        first = first if first is not None else losses["loss"].item()
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    assert losses["loss"].item() < 0.5 * first
+    m.eval()
+    soft, score, _ = solo_predict(m, m((img - 128) / 64), 0, InferenceParams(score_threshold=0.05))
+    assert len(soft)
+    pred = torch.nn.functional.interpolate(soft[:1, None], size=(64, 64))[0, 0] > 0.5
+    iou = (pred & mask[0]).sum() / (pred | mask[0]).sum()
+    assert iou > 0.6
