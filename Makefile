@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
 
-.PHONY: venv pseudo-labels free-masks test test-fast bench clean-outputs
+.PHONY: venv pseudo-labels free-masks maskrcnn test test-fast bench clean-outputs
 
 venv: $(STAMP)
 
@@ -19,14 +19,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
-# The main job on the embedded sample: pretrain -> free masks -> table.
+# The main job on the embedded sample: pretrain -> free masks -> SOLO r1, r2 -> table.
+# Each stage skips work already done (finished shards, trained rounds).
 pseudo-labels: $(STAMP)
 	$(RUN) stage=sample
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
-	$(RUN) stage=freemask backbone.weights=null run_name=freemask_random
+	$(RUN) stage=solo
+	$(RUN) stage=freemask backbone.weights=null run_name=freemask_random freemask.splits=[val]
 	$(RUN) stage=baseline
 	$(RUN) stage=report
+
+# Mask R-CNN under each supervision level on the sample (needs pseudo-labels for solo/free_masks)
+maskrcnn: $(STAMP)
+	$(RUN) stage=maskrcnn supervision=full run_name=maskrcnn_full
+	$(RUN) stage=maskrcnn supervision=points run_name=maskrcnn_points
 
 free-masks: $(STAMP)
 	$(RUN) stage=freemask
@@ -39,6 +46,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/freemask.py
+	$(PY) bench/solo.py
+	$(PY) bench/train.py
 
 clean-outputs:
 	rm -rf outputs

@@ -171,6 +171,12 @@ def run(cfg) -> dict:
                 widths = {im["id"]: im["width"] for im in coco["images"]}
                 targets = self_training_filter(coco, s.self_training, widths)
                 save_coco(round_dir / "pseudo_labels.json", targets)
+                if not targets["annotations"] and r < int(s.rounds):
+                    raise UserError(
+                        f"SOLO round {r} predicted no mask with score >= "
+                        f"solo.self_training.score_threshold={s.self_training.score_threshold} "
+                        f"on the training images ({out_json}); lower the threshold or train "
+                        f"longer (solo.train.max_iter)")
     final = out_dir / "pseudo_labels.json"
     shutil.copyfile(round_dir / "pseudo_labels.json", final.with_suffix(".tmp"))
     final.with_suffix(".tmp").replace(final)

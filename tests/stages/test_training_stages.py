@@ -1,0 +1,67 @@
+"""SOLO and Mask R-CNN stages end to end on the tiny sample with tiny schedules."""
+import json
+from pathlib import Path
+
+import pytest
+from pycocotools.coco import COCO
+
+from pipeline.__main__ import run_stage
+from pipeline.errors import UserError
+
+FREEMASK = ["backbone.weights=null", "freemask.short_side=320", "freemask.max_size=400",
+            "freemask.shard_size=8", "overlays=0"]
+SOLO = ["backbone.weights=null", "solo.train.max_iter=4", "solo.train.batch_size=2",
+        "solo.train.ckpt_every=2", "solo.train.log_every=1", "solo.inference.shard_size=8",
+        "overlays=1",
+        "solo.self_training.score_threshold=0.0", "solo.inference.score_threshold=0.0",
+        "solo.inference.update_threshold=0.0", "solo.inference.max_per_image=5"]
+MASKRCNN = ["backbone.weights=null", "maskrcnn.train.max_iter=3", "maskrcnn.train.batch_size=2",
+            "overlays=1"]
+
+
+@pytest.mark.e2e
+def test_solo_two_rounds_write_pseudo_labels(sample_cfg):
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+                         run_name="freemask"))
+    cfg = sample_cfg("stage=solo", *SOLO, run_name="solo")
+    res = run_stage(cfg)
+    run = Path(cfg.run_dir)
+    assert set(res) == {"round1/train", "round1/val", "round2/train", "round2/val"}
+    api = COCO(str(run / "pseudo_labels.json"))
+    assert len(api.getImgIds()) == 8
+    for r in (1, 2):
+        assert (run / f"round{r}" / "model.pt").is_file()
+        assert (run / f"round{r}" / "metrics.json").is_file()
+    rows = (run / "round2" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,loss_cate") and len(rows) == 1 + 4
+    # a rerun finds every round trained and every shard predicted
+    before = (run / "pseudo_labels.json").read_bytes()
+    run_stage(cfg)
+    assert (run / "pseudo_labels.json").read_bytes() == before
+
+
+def test_solo_without_free_masks_is_a_clear_error(sample_cfg):
+    with pytest.raises(UserError, match="stage=freemask.*free_masks_train.json"):
+        run_stage(sample_cfg("stage=solo", *SOLO))
+
+
+@pytest.mark.e2e
+def test_solo_round_without_confident_masks_says_what_to_do(sample_cfg):
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+                         run_name="freemask"))
+    with pytest.raises(UserError, match="round 1 predicted no mask.*score_threshold"):
+        run_stage(sample_cfg("stage=solo", *SOLO, "solo.self_training.score_threshold=2.0"))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("supervision", ["full", "points"])
+def test_maskrcnn_trains_and_evaluates(sample_cfg, supervision):
+    cfg = sample_cfg("stage=maskrcnn", f"supervision={supervision}", *MASKRCNN,
+                     run_name=f"maskrcnn_{supervision}")
+    res = run_stage(cfg)
+    run = Path(cfg.run_dir)
+    assert "metrics" in res and (run / "model.pt").is_file()
+    COCO(str(run / "predictions_val.json"))
+    if supervision == "points":
+        pts = json.loads((run / "points_train.json").read_text())["annotations"]
+        assert all(len(a["point_coords"]) == 10 and "segmentation" not in a for a in pts)
