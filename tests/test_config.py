@@ -5,7 +5,8 @@ import pytest
 
 from tests.conftest import CONF, make_cfg
 
-GROUPS = ["dataset", "backbone", "freemask", "baseline", "hardware", "experiment", "pretrain"]
+GROUPS = ["dataset", "backbone", "freemask", "baseline", "hardware", "experiment", "pretrain",
+          "solo", "maskrcnn", "supervision", "compare", "report", "paths"]
 
 
 @pytest.mark.parametrize("group,option", [
@@ -24,3 +25,14 @@ def test_cpu_default_and_coco_preset(tmp_path):
     assert coco.backbone.arch == "resnet50" and coco.hardware.device == "cuda"
     assert coco.freemask.short_side == 800 and coco.freemask.top_k == 20
     assert Path(coco.dataset.splits.val.json).name == "instances_val2017.json"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "slurm_gpu", "local_processes"])
+def test_launchers_compose(tmp_path, launcher):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra")
+    if launcher == "slurm_gpu":
+        assert cfg.hydra.launcher.gpus_per_node == 1

@@ -1,2 +1,2 @@
 """One module per stage, each with `run(cfg)`; stages share data only through files."""
-STAGES = ("sample", "pretrain", "freemask", "solo", "maskrcnn", "baseline", "report")
+STAGES = ("sample", "pretrain", "freemask", "solo", "maskrcnn", "baseline", "report", "compare")

@@ -1,0 +1,161 @@
+"""Stage `compare`: mask AP against annotation cost over a sweep of supervision levels.
+
+Reads a Hydra sweep directory (one job per folder, `.hydra/config.yaml` + `metrics.json`, or
+`error.txt` for a failed job) plus the label-free results of the pseudo-label stages, and
+writes `comparison.csv`, `comparison.md` and `ap_vs_cost.png`. Runs standalone on any
+sweep directory: `python -m pipeline stage=compare compare.sweep_dir=...`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.data.datasets import get_split
+from pipeline.errors import UserError
+from pipeline.eval.cost import measured_lead_time, seconds_per_instance
+from pipeline.io import read_json, write_text
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["method", "supervision", "status", "mask_AP", "mask_AP50", "box_AP",
+           "pct_of_full", "annotation_s_per_image", "annotation_hours", "run"]
+
+
+def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
+    rows = []
+    for cfg_file in sorted(sweep.glob("*/.hydra/config.yaml")):
+        job = cfg_file.parent.parent
+        c = OmegaConf.load(cfg_file)
+        sv = c.supervision
+        n_points = int(sv.get("points", 0) or 0) if sv.mask_loss == "points" else 0
+        measured = None
+        if sv.get("annotations") and Path(str(sv.annotations)).is_file() and sv.name == "points":
+            measured = measured_lead_time(read_json(sv.annotations))
+        per_inst = seconds_per_instance(sv.name, cost, n_points, measured)
+        name = f"Mask R-CNN, {sv.name}" + (f" ({n_points} pts)" if n_points else "")
+        row = {"method": name, "supervision": sv.name, "run": job.name,
+               "annotation_s_per_image": per_inst * instances / max(images, 1),
+               "annotation_hours": per_inst * instances / 3600}
+        metrics = job / "metrics.json"
+        m = read_json(metrics).get(split, {}).get("metrics") if metrics.is_file() else None
+        if m is None:
+            err = job / "error.txt"
+            row["status"] = "failed: " + (err.read_text().strip()[:120] if err.is_file()
+                                          else "no metrics.json (killed or still running)")
+        else:
+            row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
+                       box_AP=m["bbox"]["AP"])
+        rows.append(row)
+    return rows
+
+
+def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
+    """Label-free pseudo-masks evaluated as they are (no Mask R-CNN)."""
+    rows = []
+    for label, run in direct.items():
+        f = work_dir / run / "metrics.json"
+        m = read_json(f).get(split, {}).get("metrics") if f.is_file() else None
+        row = {"method": label, "supervision": "none", "run": run,
+               "annotation_s_per_image": 0.0, "annotation_hours": 0.0}
+        if m is None:
+            row["status"] = f"not run ({f} missing)"
+        else:
+            row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
+                       box_AP=m["bbox"]["AP"])
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict], title: str) -> str:
+    head = ["method", "mask AP", "mask AP50", "box AP", "% of full", "annot. s / image",
+            "annot. hours", "status"]
+    out = [f"### {title}", "", "| " + " | ".join(head) + " |",
+           "|---|" + "---:|" * 6 + "---|"]
+
+    def f(v, fmt="{:.1f}"):
+        return "-" if v is None or v == "" else fmt.format(v)
+    for r in rows:
+        out.append("| " + " | ".join([
+            r["method"], f(r.get("mask_AP")), f(r.get("mask_AP50")), f(r.get("box_AP")),
+            f(r.get("pct_of_full"), "{:.0f}%"), f(r.get("annotation_s_per_image")),
+            f(r.get("annotation_hours"), "{:.2f}"), r["status"]]) + " |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return
+    paid = [r["annotation_hours"] for r in ok if r["annotation_hours"] > 0]
+    free_x = (min(paid) / 10) if paid else 1e-3  # log axis: label-free methods sit at the left
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for r in ok:
+        x = r["annotation_hours"] or free_x
+        marker = "o" if r["supervision"] != "none" else "s"
+        ax.scatter([x], [r["mask_AP"]], s=50, marker=marker, zorder=3)
+        ax.annotate(r["method"].replace("Mask R-CNN, ", ""), (x, r["mask_AP"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    pts = sorted((r["annotation_hours"], r["mask_AP"]) for r in ok
+                 if r["supervision"] == "points" and r["annotation_hours"] > 0)
+    if len(pts) > 1:
+        ax.plot(*zip(*pts), color="0.6", lw=1, zorder=1)
+    ax.set_xscale("log")
+    lo, hi = free_x / 2, max(paid or [free_x]) * 2
+    ticks = [10.0 ** k for k in range(-6, 7) if free_x * 3 < 10.0 ** k < hi]
+    ax.set_xticks([free_x] + ticks, ["0\n(no human labels)"] + [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(lo, hi)
+    ax.axvline(free_x * 3, color="0.85", lw=0.8, ls="--")
+    ax.set_xlabel("annotation hours for the training set (log scale)")
+    ax.set_ylabel("mask AP (val)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run(cfg) -> dict:
+    c = cfg.compare
+    sweep = Path(c.sweep_dir)
+    if not sweep.is_dir():
+        raise UserError(f"sweep directory not found: {sweep} (run the sweep first: make compare, "
+                        f"or set compare.sweep_dir)")
+    train = get_split(cfg.dataset, c.train_split)
+    instances, images = len(train.coco["annotations"]), len(train.images)
+    rows = _job_rows(sweep, c.cost, instances, images, c.split)
+    if not rows:
+        raise UserError(f"no sweep jobs (*/.hydra/config.yaml) under {sweep}")
+    rows += _direct_rows(Path(cfg.paths.work_dir), c.direct, c.split)
+    full = [r for r in rows if r["supervision"] == "full" and r["status"] == "ok"]
+    for r in rows:
+        if full and r.get("mask_AP") is not None and full[0]["mask_AP"] > 0:
+            r["pct_of_full"] = 100 * r["mask_AP"] / full[0]["mask_AP"]
+    order = {"full": 0, "points": 1, "free_masks": 2, "solo": 3, "none": 4}
+    rows.sort(key=lambda r: (order.get(r["supervision"], 9), -r["annotation_hours"],
+                             r["method"]))
+    out = Path(cfg.run_dir)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "comparison.csv", buf.getvalue())
+    title = (f"Mask AP vs annotation cost ({cfg.dataset.name}, {c.split}; cost model: "
+             f"mask {c.cost.polygon_mask_s} s, box {c.cost.box_s} s, point {c.cost.point_s} s "
+             f"per instance)")
+    md = to_markdown(rows, title)
+    write_text(out / "comparison.md", md + "\n")
+    plot(rows, out / "ap_vs_cost.png", f"mask AP vs annotation cost ({cfg.dataset.name})")
+    print("\n" + md + "\n")
+    log.info("wrote %s, comparison.md, ap_vs_cost.png", out / "comparison.csv")
+    return {"rows": rows}

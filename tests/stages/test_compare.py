@@ -1,0 +1,114 @@
+"""Comparison over a sweep: aggregation on a hand-made sweep dir, and a real tiny sweep."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.__main__ import run_stage
+from tests.conftest import ROOT
+
+
+def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None):
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"supervision": supervision}), job / ".hydra" / "config.yaml")
+    if metrics is not None:
+        m = {"segm": {"AP": metrics[0], "AP50": metrics[1]}, "bbox": {"AP": metrics[2]}}
+        (job / "metrics.json").write_text(json.dumps({"val": {"metrics": m}}))
+    if error:
+        (job / "error.txt").write_text(error)
+
+
+def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "supervision=full", {"name": "full", "mask_loss": "full"}, (40.0, 60.0, 45.0))
+    fake_job(sweep, "supervision=points", {"name": "points", "mask_loss": "points", "points": 10},
+             (38.0, 58.0, 44.0))
+    fake_job(sweep, "supervision.points=3,supervision=points",
+             {"name": "points", "mask_loss": "points", "points": 3}, (30.0, 50.0, 43.0))
+    fake_job(sweep, "supervision=free_masks", {"name": "free_masks", "mask_loss": "full"},
+             error="UserError: free-mask file not found: x.json")
+    fake_job(sweep, "supervision=solo", {"name": "solo", "mask_loss": "full"})  # killed
+    cfg = sample_cfg("stage=compare", f"compare.sweep_dir={sweep}")
+    run_stage(cfg)
+    out = Path(cfg.run_dir)
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert len(rows) == 7                          # 5 jobs + 2 label-free rows
+    assert rows["supervision=points"]["pct_of_full"].startswith("95")
+    assert rows["supervision=free_masks"]["status"].startswith("failed: UserError: free-mask")
+    assert rows["supervision=solo"]["status"].startswith("failed: no metrics.json")
+    # cost model: 8 training images of the tiny sample; per instance 79.2 s vs 7 + 10 * 0.9 s
+    n = len(json.loads(Path(cfg.dataset.splits.train.json).read_text())["annotations"])
+    assert float(rows["supervision=full"]["annotation_hours"]) == pytest.approx(n * 79.2 / 3600)
+    assert float(rows["supervision=points"]["annotation_hours"]) == pytest.approx(n * 16.0 / 3600)
+    assert float(rows["supervision.points=3,supervision=points"]["annotation_s_per_image"]) == \
+        pytest.approx(n * (7 + 2.7) / 8)
+    md = (out / "comparison.md").read_text()
+    assert "| Mask R-CNN, points (10 pts) | 38.0 |" in md and "failed" in md
+    assert (out / "ap_vs_cost.png").stat().st_size > 10_000
+
+
+def test_measured_lead_time_replaces_cost_model(tmp_path, sample_cfg):
+    ann = tmp_path / "ls_points.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [{"lead_time": 12.0},
+                                                           {"lead_time": 8.0}]}))
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "a", {"name": "points", "mask_loss": "points", "points": 10,
+                          "annotations": str(ann)}, (1.0, 2.0, 3.0))
+    cfg = sample_cfg("stage=compare", f"compare.sweep_dir={sweep}")
+    rows = run_stage(cfg)["rows"]
+    n = len(json.loads(Path(cfg.dataset.splits.train.json).read_text())["annotations"])
+    assert rows[0]["annotation_hours"] == pytest.approx(n * 10.0 / 3600)
+
+
+def sweep_cmd(tiny_sample, out, *extra):
+    return [sys.executable, "-m", "pipeline", "-m", "stage=maskrcnn",
+            f"paths.data_dir={tiny_sample}", f"paths.output_dir={out}",
+            "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+            "backbone.weights=null", "maskrcnn.train.max_iter=2", "maskrcnn.train.batch_size=2",
+            "overlays=0", "progress=false", *extra]
+
+
+@pytest.mark.e2e
+def test_real_sweep_reports_failed_job_and_skips_finished(tmp_path, tiny_sample):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "out"
+    cmd = sweep_cmd(tiny_sample, out, "supervision=full,points,free_masks")
+    first = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode != 0          # free_masks has no free-mask file: that job fails
+    sweep = out / "cpu_sample" / "multirun"
+    assert (sweep / "supervision=full" / "metrics.json").is_file()
+    assert (sweep / "supervision=points" / "metrics.json").is_file()
+    assert "free-mask" in (sweep / "supervision=free_masks" / "error.txt").read_text() or \
+        "not found" in (sweep / "supervision=free_masks" / "error.txt").read_text()
+    model = sweep / "supervision=full" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    again = subprocess.run(sweep_cmd(tiny_sample, out, "supervision=full"), env=env, cwd=ROOT,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
+    assert model.stat().st_mtime_ns == stamp
+    res = subprocess.run([sys.executable, "-m", "pipeline", "stage=compare",
+                          f"paths.data_dir={tiny_sample}", f"paths.output_dir={out}",
+                          "dataset.generate.num.train=8", "dataset.generate.num.val=4"],
+                         env=env, cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = {r["supervision"]: r for r in csv.DictReader(
+        open(out / "cpu_sample" / "compare" / "comparison.csv"))}
+    assert rows["full"]["status"] == "ok" and rows["points"]["status"] == "ok"
+    assert rows["free_masks"]["status"].startswith("failed")
+
+
+@pytest.mark.e2e
+def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_sample):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "out"
+    res = subprocess.run(sweep_cmd(tiny_sample, out, "supervision=full",
+                                   "hydra/launcher=local_processes"),
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "cpu_sample" / "multirun" / "supervision=full" / "metrics.json").is_file()
