@@ -1,0 +1,87 @@
+"""The annotation protocol in Label Studio terms: labeling config and result <-> COCO points.
+
+An annotator sees a box and N points per object and marks each point `object` or
+`background` (PointSup's protocol, Cheng et al., CVPR 2022, Sec. 4); they may move, add or
+delete points and boxes. Label Studio stores positions in percent of the image size.
+"""
+from __future__ import annotations
+
+from xml.sax.saxutils import quoteattr
+
+BOX, POINT, IMAGE = "box", "point", "image"
+OBJECT, BACKGROUND = "object", "background"
+
+
+def labeling_config(category_names: list[str] = ("object",)) -> str:
+    labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in category_names)
+    return f"""<View>
+  <Header value="Check the box; mark each point object (on the object) or background"/>
+  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
+  <RectangleLabels name="{BOX}" toName="{IMAGE}">
+{labels}
+  </RectangleLabels>
+  <KeyPointLabels name="{POINT}" toName="{IMAGE}" smart="false">
+    <Label value="{OBJECT}" background="#22c55e"/>
+    <Label value="{BACKGROUND}" background="#ef4444"/>
+  </KeyPointLabels>
+</View>"""
+
+
+def box_result(bbox, width, height, label: str, rid: str) -> dict:
+    x, y, w, h = bbox
+    return {"id": rid, "type": "rectanglelabels", "from_name": BOX, "to_name": IMAGE,
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
+                      "height": 100 * h / height, "rotation": 0, "rectanglelabels": [label]}}
+
+
+def point_result(x, y, width, height, is_object: bool, rid: str) -> dict:
+    """A keypoint at pixel (x, y) (continuous image coordinates)."""
+    return {"id": rid, "type": "keypointlabels", "from_name": POINT, "to_name": IMAGE,
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 0.5,
+                      "keypointlabels": [OBJECT if is_object else BACKGROUND]}}
+
+
+def results_to_instances(results: list[dict], width: int, height: int,
+                         category_ids: dict[str, int]) -> tuple[list[dict], list[str]]:
+    """One annotation's result list -> COCO instances with points, and warnings.
+
+    Each box is an instance; each point goes to the smallest box that contains it (points in
+    no box, or outside the image, are dropped with a warning). Coordinates come back in
+    pixels as PointSup stores them: integer pixel indices [x, y].
+    """
+    boxes, points, warnings = [], [], []
+    for r in results:
+        v = r.get("value", {})
+        w = r.get("original_width") or width
+        h = r.get("original_height") or height
+        if r.get("type") == "rectanglelabels":
+            x0, y0 = v["x"] * w / 100, v["y"] * h / 100
+            bw, bh = v["width"] * w / 100, v["height"] * h / 100
+            label = (v.get("rectanglelabels") or ["object"])[0]
+            if label not in category_ids:
+                warnings.append(f"box with unknown label {label!r} skipped")
+                continue
+            boxes.append({"bbox": [x0, y0, bw, bh], "category_id": category_ids[label],
+                          "point_coords": [], "point_labels": []})
+        elif r.get("type") == "keypointlabels":
+            px, py = v["x"] * w / 100, v["y"] * h / 100
+            if not (0 <= px < w and 0 <= py < h):
+                warnings.append(f"point ({px:.1f}, {py:.1f}) outside the {w}x{h} image skipped")
+                continue
+            lab = (v.get("keypointlabels") or [OBJECT])[0]
+            points.append((px, py, 1 if lab == OBJECT else 0))
+    for px, py, lab in points:
+        holders = [b for b in boxes if b["bbox"][0] <= px <= b["bbox"][0] + b["bbox"][2]
+                   and b["bbox"][1] <= py <= b["bbox"][1] + b["bbox"][3]]
+        if not holders:
+            warnings.append(f"point ({px:.1f}, {py:.1f}) lies in no box; skipped")
+            continue
+        b = min(holders, key=lambda b: b["bbox"][2] * b["bbox"][3])
+        b["point_coords"].append([min(int(px), width - 1), min(int(py), height - 1)])
+        b["point_labels"].append(lab)
+    for b in boxes:
+        b["area"] = b["bbox"][2] * b["bbox"][3]
+        b["iscrowd"] = 0
+    return boxes, warnings

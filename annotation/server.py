@@ -1,0 +1,140 @@
+"""Start and stop a local Label Studio server (its own venv, process group, sqlite data dir)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+LS_VERSION = "1.23.2"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_server_venv(venv: Path = ROOT / ".venv-ls") -> Path:
+    """Create .venv-ls with the pinned label-studio if it is not there yet; return its exe."""
+    exe = venv / "bin" / "label-studio"
+    stamp = venv / f".stamp-label-studio-{LS_VERSION}"
+    if exe.is_file() and stamp.is_file():
+        return exe
+    py = "python3.11"
+    subprocess.run([py, "-m", "venv", str(venv)], check=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                        f"label-studio=={LS_VERSION}"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise UserError(f"could not install label-studio=={LS_VERSION} into {venv}: "
+                        f"{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+    stamp.touch()
+    return exe
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    data_dir: Path
+    log: Path
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server's whole process group (it spawns workers) by its PID."""
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            try:  # reap if it is our child
+                if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                    return
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        os.killpg(self.pid, signal.SIGKILL)
+
+
+def health(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start(data_dir, port: int, token: str, username: str, password: str,
+          document_root, venv: Path = ROOT / ".venv-ls", wait_s: float = 120.0) -> Server:
+    """Start Label Studio on 127.0.0.1:port; return once /health answers.
+
+    The admin user and a fixed API token come from the arguments (never logged); local-file
+    serving is confined to `document_root`; analytics and update checks are off.
+    """
+    exe = ensure_server_venv(venv)
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ,
+               LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
+               LABEL_STUDIO_USERNAME=username, LABEL_STUDIO_PASSWORD=password,
+               LABEL_STUDIO_USER_TOKEN=token, LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+               LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+               LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(Path(document_root).resolve()),
+               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+               COLLECT_ANALYTICS="false", LATEST_VERSION_CHECK="false",
+               SENTRY_DSN="", FRONTEND_SENTRY_DSN="", DJANGO_DB="sqlite")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    log = data_dir / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port),
+                                 "--no-browser", "--data-dir", str(data_dir)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # own process group: stop by PID
+    server = Server(url, proc.pid, data_dir, log)
+    (data_dir / "server.json").write_text(json.dumps({"url": url, "pid": proc.pid}))
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"Label Studio exited at start-up (code {proc.returncode}); "
+                            f"see {log}")
+        if health(url):
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise UserError(f"Label Studio did not answer {url}/health within {wait_s:.0f} s; see {log}")
+
+
+def running(data_dir) -> Server | None:
+    """The server started earlier for `data_dir`, if it still answers."""
+    f = Path(data_dir) / "server.json"
+    if not f.is_file():
+        return None
+    info = json.loads(f.read_text())
+    if health(info["url"]):
+        return Server(info["url"], info["pid"], Path(data_dir), Path(data_dir) / "server.log")
+    return None
+
+
+if __name__ == "__main__":  # python -m annotation.server stop <data_dir>
+    if len(sys.argv) == 3 and sys.argv[1] == "stop":
+        s = running(sys.argv[2])
+        if s:
+            s.stop()
+            print(f"stopped Label Studio (pid {s.pid})")
+        else:
+            print("no running Label Studio for", sys.argv[2])

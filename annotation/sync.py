@@ -1,0 +1,103 @@
+"""Pull annotations from Label Studio: keep the raw export first, then convert to COCO points.
+
+Incremental and restartable: raw task exports are stored one file per task under
+`raw/` (atomically) before any conversion, so an interrupted or failing sync loses nothing
+and a rerun refreshes only tasks whose annotations changed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from annotation.protocol import results_to_instances
+from pipeline.data.coco import make_coco, save_coco
+from pipeline.errors import UserError
+from pipeline.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _dump(obj):
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
+
+
+def pull(client, project: int, raw_dir: Path) -> dict:
+    """Store every annotated task's export under raw_dir; skip unchanged ones."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    state_f = raw_dir / "_state.json"
+    state = read_json(state_f) if state_f.is_file() else {}
+    seen, changed = set(), 0
+    for t in client.tasks.list(project=project, fields="all"):
+        task = _dump(t)
+        seen.add(str(task["id"]))
+        anns = task.get("annotations") or []
+        if not anns:
+            continue
+        stamp = max(str(a.get("updated_at") or a.get("created_at") or a.get("id")) for a in anns)
+        if state.get(str(task["id"])) == stamp and (raw_dir / f"task_{task['id']}.json").is_file():
+            continue
+        write_json(raw_dir / f"task_{task['id']}.json", task)
+        state[str(task["id"])] = stamp
+        changed += 1
+    # tasks deleted on the server: their raw files stay (nothing lost) but are marked
+    gone = [k for k in state if k not in seen]
+    for k in gone:
+        log.warning("task %s was deleted on the server; its last export is kept but not "
+                    "converted", k)
+        state.pop(k)
+        f = raw_dir / f"task_{k}.json"
+        if f.is_file():
+            f.rename(raw_dir / f"deleted_task_{k}.json")
+    write_json(state_f, state)
+    return {"changed": changed, "deleted": len(gone), "tasks": len(seen)}
+
+
+def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
+            image_root: Path) -> tuple[dict, list[str]]:
+    """Raw task exports -> COCO with point_coords/point_labels (+ lead_time per instance)."""
+    cat_ids = {c["name"]: c["id"] for c in categories}
+    out_images, anns, warnings = {}, [], []
+    root = image_root.resolve()
+    for f in sorted(raw_dir.glob("task_*.json"), key=lambda p: int(p.stem.split("_")[1])):
+        task = read_json(f)
+        data = task.get("data", {})
+        image_id = data.get("weakseg_image_id")
+        name = str(data.get("file_name", ""))
+        if image_id is None or int(image_id) not in images:
+            warnings.append(f"{f.name}: image {image_id} is not in this dataset; skipped")
+            continue
+        if not (root / name).resolve().is_relative_to(root):
+            warnings.append(f"{f.name}: image path {name!r} escapes the dataset root; skipped")
+            continue
+        info = images[int(image_id)]
+        done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+        if not done:
+            continue
+        latest = max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at")))
+        inst, warn = results_to_instances(latest.get("result") or [], info["width"],
+                                          info["height"], cat_ids)
+        warnings += [f"{f.name}: {w}" for w in warn]
+        lead = latest.get("lead_time")
+        for a in inst:
+            a["image_id"] = info["id"]
+            if lead and inst:
+                a["lead_time"] = float(lead) / len(inst)  # seconds per instance
+            anns.append(a)
+        out_images[info["id"]] = info
+    coco = make_coco([out_images[k] for k in sorted(out_images)], anns, categories,
+                     {"description": "weakseg points from Label Studio"})
+    return coco, warnings
+
+
+def sync(client, project: int, work_dir: Path, images: dict[int, dict], categories: list[dict],
+         image_root: Path, out_json: Path) -> dict:
+    raw_dir = Path(work_dir) / "raw"
+    counts = pull(client, project, raw_dir)
+    coco, warnings = convert(raw_dir, images, categories, image_root)
+    for w in warnings:
+        log.warning("%s", w)
+    if not coco["annotations"] and not counts["tasks"]:
+        raise UserError(f"project {project} has no tasks; run `make annotate` first")
+    save_coco(out_json, coco)
+    return dict(counts, images=len(coco["images"]), instances=len(coco["annotations"]),
+                warnings=len(warnings))

@@ -1,0 +1,84 @@
+"""Create or update a Label Studio project from a COCO file: one task per image, with boxes and
+pre-placed points as predictions (pre-annotations) the annotator corrects."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from annotation.protocol import box_result, labeling_config, point_result
+from pipeline.data.coco import annotations_by_image, decode_segmentation
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def get_or_create_project(client, title: str, category_names: list[str]) -> int:
+    for p in client.projects.list():
+        if p.title == title:
+            return p.id
+    p = client.projects.create(title=title, label_config=labeling_config(category_names),
+                               description="weakseg point annotation (box + points per object)")
+    return p.id
+
+
+def existing_image_ids(client, project: int) -> set[int]:
+    ids = set()
+    for t in client.tasks.list(project=project, fields="all"):
+        v = (t.data or {}).get("weakseg_image_id")
+        if v is not None:
+            ids.add(int(v))
+    return ids
+
+
+def local_url(image_root: Path, document_root: Path, file_name: str) -> str:
+    """/data/local-files/?d=<path relative to the server's document root>."""
+    path = (image_root / file_name).resolve()
+    try:
+        rel = path.relative_to(document_root.resolve())
+    except ValueError:
+        raise UserError(f"image {path} is outside the Label Studio document root "
+                        f"{document_root}; set annotation.document_root to a parent "
+                        f"folder of the images") from None
+    return f"/data/local-files/?d={rel.as_posix()}"
+
+
+def make_task(info: dict, anns: list[dict], image_url: str, n_points: int, seed: int,
+              cat_names: dict[int, str], model_version: str) -> dict:
+    """A task with one prediction: each box, and n points uniform in it labelled by the
+    pseudo-mask (object where the mask is, background elsewhere) for the annotator to check."""
+    w, h = info["width"], info["height"]
+    rng = np.random.default_rng([seed, info["id"]])
+    result = []
+    for k, a in enumerate(anns):
+        x, y, bw, bh = a["bbox"]
+        result.append(box_result(a["bbox"], w, h, cat_names.get(a["category_id"], "object"),
+                                 f"b{k}"))
+        mask = decode_segmentation(a["segmentation"], h, w) if "segmentation" in a else None
+        for j in range(n_points):
+            px, py = x + rng.random() * bw, y + rng.random() * bh
+            inside = bool(mask[min(int(py), h - 1), min(int(px), w - 1)]) if mask is not None \
+                else True
+            result.append(point_result(px, py, w, h, inside, f"b{k}p{j}"))
+    return {"data": {"image": image_url, "weakseg_image_id": info["id"],
+                     "file_name": info["file_name"], "width": w, "height": h},
+            "predictions": [{"model_version": model_version, "result": result,
+                             "score": float(np.mean([a.get("score", 1.0) for a in anns]))
+                             if anns else 0.0}]}
+
+
+def import_coco(client, project: int, coco: dict, image_root, document_root, n_points: int = 10,
+                seed: int = 0, model_version: str = "weakseg", batch: int = 200) -> dict:
+    """Import the images of `coco` that the project does not hold yet. Returns counts."""
+    have = existing_image_ids(client, project)
+    by_image = annotations_by_image(coco)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    new = [im for im in coco["images"] if im["id"] not in have]
+    tasks = [make_task(im, by_image[im["id"]],
+                       local_url(Path(image_root), Path(document_root), im["file_name"]),
+                       n_points, seed, names, model_version) for im in new]
+    for i in range(0, len(tasks), batch):
+        client.projects.import_tasks(project, request=tasks[i:i + batch])
+    log.info("imported %d new tasks (%d already there)", len(tasks), len(have))
+    return {"imported": len(tasks), "existing": len(have)}
