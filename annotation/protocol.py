@@ -6,7 +6,10 @@ delete points and boxes. Label Studio stores positions in percent of the image s
 """
 from __future__ import annotations
 
+import re
 from xml.sax.saxutils import quoteattr
+
+_PRE = re.compile(r"^b\d+p\d+$")  # ids of pre-placed points: b<box>p<point>
 
 BOX, POINT, IMAGE = "box", "point", "image"
 OBJECT, BACKGROUND = "object", "background"
@@ -47,8 +50,9 @@ def results_to_instances(results: list[dict], width: int, height: int,
                          category_ids: dict[str, int]) -> tuple[list[dict], list[str]]:
     """One annotation's result list -> COCO instances with points, and warnings.
 
-    Each box is an instance; each point goes to the smallest box that contains it (points in
-    no box, or outside the image, are dropped with a warning). Coordinates come back in
+    Each box is an instance. A pre-placed point keeps its box (region ids `b<k>p<j>` belong to
+    box `b<k>`); any other point goes to the smallest box that contains it (points in no box,
+    or outside the image, are dropped with a warning). Coordinates come back in
     pixels as PointSup stores them: integer pixel indices [x, y].
     """
     boxes, points, warnings = [], [], []
@@ -64,17 +68,20 @@ def results_to_instances(results: list[dict], width: int, height: int,
                 warnings.append(f"box with unknown label {label!r} skipped")
                 continue
             boxes.append({"bbox": [x0, y0, bw, bh], "category_id": category_ids[label],
-                          "point_coords": [], "point_labels": []})
+                          "point_coords": [], "point_labels": [], "_rid": r.get("id")})
         elif r.get("type") == "keypointlabels":
             px, py = v["x"] * w / 100, v["y"] * h / 100
             if not (0 <= px < w and 0 <= py < h):
                 warnings.append(f"point ({px:.1f}, {py:.1f}) outside the {w}x{h} image skipped")
                 continue
             lab = (v.get("keypointlabels") or [OBJECT])[0]
-            points.append((px, py, 1 if lab == OBJECT else 0))
-    for px, py, lab in points:
-        holders = [b for b in boxes if b["bbox"][0] <= px <= b["bbox"][0] + b["bbox"][2]
-                   and b["bbox"][1] <= py <= b["bbox"][1] + b["bbox"][3]]
+            owner = str(r.get("id", "")).split("p")[0] if _PRE.match(str(r.get("id", ""))) \
+                else None
+            points.append((px, py, 1 if lab == OBJECT else 0, owner))
+    for px, py, lab, owner in points:
+        holders = [b for b in boxes if b["_rid"] == owner] or \
+            [b for b in boxes if b["bbox"][0] <= px <= b["bbox"][0] + b["bbox"][2]
+             and b["bbox"][1] <= py <= b["bbox"][1] + b["bbox"][3]]
         if not holders:
             warnings.append(f"point ({px:.1f}, {py:.1f}) lies in no box; skipped")
             continue
@@ -82,6 +89,7 @@ def results_to_instances(results: list[dict], width: int, height: int,
         b["point_coords"].append([min(int(px), width - 1), min(int(py), height - 1)])
         b["point_labels"].append(lab)
     for b in boxes:
+        b.pop("_rid")
         b["area"] = b["bbox"][2] * b["bbox"][3]
         b["iscrowd"] = 0
     return boxes, warnings

@@ -1,0 +1,132 @@
+"""Round trips and faults against a real Label Studio server (no mock server)."""
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from annotation import simulate, sync as ls_sync, tasks
+from annotation.client import connect
+from annotation.server import free_port
+from pipeline.data.coco import decode_segmentation, load_coco
+from pipeline.errors import UserError
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def gt(tiny_sample):
+    return load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+
+
+@pytest.fixture
+def project(label_studio):
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"test-{secrets.token_hex(4)}", ["object"])
+    return client, pid
+
+
+def agnostic(coco):
+    out = dict(coco, categories=[{"id": 1, "name": "object"}])
+    out["annotations"] = [dict(a, category_id=1) for a in coco["annotations"]]
+    return out
+
+
+def test_round_trip_points_equal_simulated_clicks(project, gt, tiny_sample, tmp_path):
+    client, pid = project
+    root = tiny_sample / "sample" / "train"
+    r = tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=5, seed=1)
+    assert r == {"imported": 8, "existing": 0}
+    assert tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, 5, 1)["imported"] == 0
+    assert simulate.annotate_all(client, pid, gt, seconds=30.0) == 8
+    images = {im["id"]: im for im in gt["images"]}
+    out = tmp_path / "points.json"
+    res = ls_sync.sync(client, pid, tmp_path, images, [{"id": 1, "name": "object"}], root, out)
+    assert res["images"] == 8 and res["instances"] == len(gt["annotations"])
+    coco = load_coco(out)
+    masks = {}
+    for a in gt["annotations"]:
+        masks.setdefault(a["image_id"], []).append(
+            decode_segmentation(a["segmentation"], 160, 160).astype(bool))
+    n = 0
+    for a in coco["annotations"]:
+        assert len(a["point_coords"]) == 5 and a["lead_time"] > 0
+        union = sum(m.astype(int) for m in masks[a["image_id"]]) > 0
+        for (x, y), lab in zip(a["point_coords"], a["point_labels"]):
+            assert lab == int(union[y, x])   # the simulated annotator's answer, at that pixel
+            n += 1
+    assert n == 5 * len(gt["annotations"])
+    # raw exports were kept
+    assert len(list((tmp_path / "raw").glob("task_*.json"))) == 8
+
+
+def test_deleted_task_and_rerun_without_duplicates(project, gt, tiny_sample, tmp_path):
+    client, pid = project
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=3)
+    simulate.annotate_all(client, pid, gt)
+    images = {im["id"]: im for im in gt["images"]}
+    cats = [{"id": 1, "name": "object"}]
+    out = tmp_path / "points.json"
+    ls_sync.sync(client, pid, tmp_path, images, cats, root, out)
+    first = load_coco(out)
+    victim = next(iter(client.tasks.list(project=pid)))
+    client.tasks.delete(str(victim.id))
+    res = ls_sync.sync(client, pid, tmp_path, images, cats, root, out)
+    assert res["deleted"] == 1
+    again = load_coco(out)
+    assert len(again["images"]) == len(first["images"]) - 1
+    assert (tmp_path / "raw" / f"deleted_task_{victim.id}.json").is_file()
+    res = ls_sync.sync(client, pid, tmp_path, images, cats, root, out)   # nothing changed
+    assert res["changed"] == 0 and load_coco(out)["annotations"] == again["annotations"]
+
+
+def test_interrupted_sync_keeps_raw_and_rerun_completes(project, gt, tiny_sample, tmp_path,
+                                                        monkeypatch):
+    client, pid = project
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=2)
+    simulate.annotate_all(client, pid, gt)
+    images = {im["id"]: im for im in gt["images"]}
+    cats = [{"id": 1, "name": "object"}]
+
+    def boom(*a, **k):  # injected fault: conversion dies after the pull
+        raise RuntimeError("killed during conversion")
+    monkeypatch.setattr(ls_sync, "convert", boom)
+    with pytest.raises(RuntimeError):
+        ls_sync.sync(client, pid, tmp_path, images, cats, root, tmp_path / "p.json")
+    assert len(list((tmp_path / "raw").glob("task_*.json"))) == 8
+    assert not (tmp_path / "p.json").exists()
+    monkeypatch.undo()
+    res = ls_sync.sync(client, pid, tmp_path, images, cats, root, tmp_path / "p.json")
+    assert res["images"] == 8
+
+
+def test_bad_points_and_escaping_paths_are_skipped(project, gt, tiny_sample, tmp_path):
+    client, pid = project
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=1)
+    t = next(iter(client.tasks.list(project=pid, fields="all"))).model_dump(mode="json")
+    result = t["predictions"][0]["result"]
+    result.append({"type": "keypointlabels", "from_name": "point", "to_name": "image",
+                   "original_width": 160, "original_height": 160,
+                   "value": {"x": 130.0, "y": 50.0, "width": 0.5, "keypointlabels": ["object"]}})
+    client.annotations.create(id=t["id"], result=result, lead_time=5.0)
+    images = {im["id"]: im for im in gt["images"]}
+    ls_sync.pull(client, pid, tmp_path / "raw")
+    # an export whose image path escapes the dataset root (edited or hostile file)
+    raw = json.loads((tmp_path / "raw" / f"task_{t['id']}.json").read_text())
+    evil = dict(raw, id=999999, data=dict(raw["data"], file_name="../../../etc/passwd"))
+    (tmp_path / "raw" / "task_999999.json").write_text(json.dumps(evil))
+    coco, warnings = ls_sync.convert(tmp_path / "raw", images, [{"id": 1, "name": "object"}],
+                                     root)
+    assert any("outside" in w for w in warnings)
+    assert any("escapes the dataset root" in w for w in warnings)
+    assert len(coco["images"]) == 1
+
+
+def test_server_down_and_wrong_token(label_studio):
+    with pytest.raises(UserError, match="not reachable"):
+        connect(f"http://127.0.0.1:{free_port()}", "x")
+    with pytest.raises(UserError, match="refused the API token"):
+        connect(label_studio.url, "wrong-token")
