@@ -8,7 +8,12 @@ STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
 
-.PHONY: venv pseudo-labels free-masks maskrcnn compare test test-fast bench clean-outputs
+.PHONY: venv pseudo-labels free-masks maskrcnn compare annotate annotate-sync label-studio \
+	label-studio-stop test test-fast bench clean-outputs
+
+# Label Studio: a local default token unless you set your own in the environment
+export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
+LS_DATA := outputs/label-studio
 
 venv: $(STAMP)
 
@@ -47,6 +52,20 @@ compare: pseudo-labels
 	$(RUN) -m stage=maskrcnn supervision=points supervision.points=1,3 || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
+
+# Point annotation: start Label Studio if needed, create/update the project from the
+# pseudo-labels, print its URL; then pull the annotators' points into COCO.
+label-studio: $(STAMP)
+	$(PY) -m annotation.server start $(LS_DATA) 8080 data
+
+label-studio-stop: $(STAMP)
+	$(PY) -m annotation.server stop $(LS_DATA)
+
+annotate: pseudo-labels
+	$(RUN) stage=annotate
+
+annotate-sync: $(STAMP)
+	$(RUN) stage=annotate_sync
 
 test: $(STAMP)
 	$(PY) -m pytest

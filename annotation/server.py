@@ -130,11 +130,37 @@ def running(data_dir) -> Server | None:
     return None
 
 
-if __name__ == "__main__":  # python -m annotation.server stop <data_dir>
-    if len(sys.argv) == 3 and sys.argv[1] == "stop":
-        s = running(sys.argv[2])
+def main(argv: list[str]) -> int:
+    """python -m annotation.server start <data_dir> <port> <document_root> | stop <data_dir>"""
+    if len(argv) == 4 and argv[0] == "start":
+        if running(argv[1]):
+            print(f"Label Studio already running: {running(argv[1]).url}")
+            return 0
+        tok = os.environ.get("LABEL_STUDIO_API_TOKEN")
+        if not tok:
+            print("error: set LABEL_STUDIO_API_TOKEN", file=sys.stderr)
+            return 2
+        t0 = time.time()
+        s = start(argv[1], int(argv[2]), tok, "admin@weakseg.local",
+                  os.environ.get("LABEL_STUDIO_PASSWORD", tok[:16]), argv[3])
+        print(f"Label Studio at {s.url} (pid {s.pid}, up in {time.time() - t0:.0f} s); "
+              f"log in as admin@weakseg.local")
+        return 0
+    if len(argv) == 2 and argv[0] == "stop":
+        s = running(argv[1])
         if s:
             s.stop()
             print(f"stopped Label Studio (pid {s.pid})")
         else:
-            print("no running Label Studio for", sys.argv[2])
+            print("no running Label Studio for", argv[1])
+        return 0
+    print(main.__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

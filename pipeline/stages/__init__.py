@@ -1,2 +1,3 @@
 """One module per stage, each with `run(cfg)`; stages share data only through files."""
-STAGES = ("sample", "pretrain", "freemask", "solo", "maskrcnn", "baseline", "report", "compare")
+STAGES = ("sample", "pretrain", "freemask", "solo", "maskrcnn", "baseline", "report", "compare",
+          "annotate", "annotate_sync")

@@ -130,3 +130,28 @@ def test_server_down_and_wrong_token(label_studio):
         connect(f"http://127.0.0.1:{free_port()}", "x")
     with pytest.raises(UserError, match="refused the API token"):
         connect(label_studio.url, "wrong-token")
+
+
+def test_annotate_stages_feed_point_supervised_training(label_studio, sample_cfg, gt,
+                                                        monkeypatch):
+    """make annotate -> annotators (simulated) -> make annotate-sync -> supervision=points."""
+    from pipeline.__main__ import run_stage
+    monkeypatch.setenv("LABEL_STUDIO_API_TOKEN", label_studio.token)
+    port = label_studio.url.rsplit(":", 1)[1]
+    common = [f"annotation.port={port}", "annotation.source=gt", "annotation.points_per_box=4",
+              "annotation.start_server=false", f"annotation.project=stage-{secrets.token_hex(3)}"]
+    res = run_stage(sample_cfg("stage=annotate", *common, run_name="annotate"))
+    assert res["imported"] == 8 and res["url"] == label_studio.url
+    client = connect(label_studio.url, label_studio.token)
+    assert simulate.annotate_all(client, res["project"], gt, seconds=12.0) == 8
+    cfg = sample_cfg("stage=annotate_sync", *common, run_name="annotate_sync")
+    run_stage(cfg)
+    points = Path(cfg.run_dir) / "points.json"
+    data = load_coco(points)
+    assert len(data["annotations"]) == len(gt["annotations"])
+    assert {c["name"] for c in data["categories"]} == {c["name"] for c in gt["categories"]}
+    res = run_stage(sample_cfg("stage=maskrcnn", "supervision=points",
+                               f"supervision.annotations={points}", "backbone.weights=null",
+                               "maskrcnn.train.max_iter=2", "maskrcnn.train.batch_size=2",
+                               "overlays=0", run_name="maskrcnn_ls"))
+    assert "metrics" in res
