@@ -9,7 +9,7 @@ ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
 
 .PHONY: venv pseudo-labels free-masks maskrcnn compare annotate annotate-sync label-studio \
-	label-studio-stop test test-fast bench clean-outputs
+	label-studio-stop browser test test-fast bench clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
 export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
@@ -67,7 +67,19 @@ annotate: pseudo-labels
 annotate-sync: $(STAMP)
 	$(RUN) stage=annotate_sync
 
-test: $(STAMP)
+# The browser test drives Debian's chromium through Playwright (never a downloaded browser).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+# The Label Studio server's own venv (tests start servers from it)
+.venv-ls/.stamp-label-studio-1.23.2:
+	$(PYTHON) -m venv .venv-ls
+	.venv-ls/bin/pip install --quiet label-studio==1.23.2
+	touch $@
+
+test: $(STAMP) browser .venv-ls/.stamp-label-studio-1.23.2
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

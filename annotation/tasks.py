@@ -23,6 +23,17 @@ def get_or_create_project(client, title: str, category_names: list[str]) -> int:
     return p.id
 
 
+def ensure_local_storage(client, project: int, image_root: Path) -> None:
+    """Label Studio serves /data/local-files/ only under a local storage of the project: add
+    one for the image folder (never synced: tasks come from import_coco)."""
+    path = str(Path(image_root).resolve())
+    if any(st.path == path for st in client.import_storage.local.list(project=project)):
+        return
+    client.import_storage.local.create(project=project, path=path, title="weakseg images",
+                                       use_blob_urls=False, recursive_scan=False,
+                                       regex_filter="^$")
+
+
 def existing_image_ids(client, project: int) -> set[int]:
     ids = set()
     for t in client.tasks.list(project=project, fields="all"):
@@ -71,6 +82,7 @@ def make_task(info: dict, anns: list[dict], image_url: str, n_points: int, seed:
 def import_coco(client, project: int, coco: dict, image_root, document_root, n_points: int = 10,
                 seed: int = 0, model_version: str = "weakseg", batch: int = 200) -> dict:
     """Import the images of `coco` that the project does not hold yet. Returns counts."""
+    ensure_local_storage(client, project, Path(image_root))
     have = existing_image_ids(client, project)
     by_image = annotations_by_image(coco)
     names = {c["id"]: c["name"] for c in coco["categories"]}

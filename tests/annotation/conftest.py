@@ -9,11 +9,11 @@ from annotation.server import free_port, start
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory, tiny_sample):
-    token = secrets.token_hex(20)
+    token, password = secrets.token_hex(20), "pw-" + secrets.token_hex(8)
     data = tmp_path_factory.mktemp("label_studio")
-    server = start(data, free_port(), token, "admin@weakseg.local", secrets.token_hex(8),
+    server = start(data, free_port(), token, "admin@weakseg.local", password,
                    document_root=tiny_sample)
-    server.token = token
+    server.token, server.password = token, password
     server.username = "admin@weakseg.local"
     try:
         yield server

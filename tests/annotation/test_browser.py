@@ -1,0 +1,83 @@
+"""The real Label Studio UI in headless Chromium: an annotator's click becomes a COCO point."""
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from annotation import sync as ls_sync, tasks
+from annotation.client import connect
+from pipeline.data.coco import decode_segmentation, load_coco
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
+    """A point well inside the object: the maximum of the distance transform."""
+    d = ndimage.distance_transform_edt(mask)
+    y, x = np.unravel_index(d.argmax(), d.shape)
+    return x + 0.3, y + 0.6   # off the pixel centre on purpose
+
+
+def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_path, request):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (apt-get install chromium chromium-driver; "
+                    "`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    info = gt["images"][0]
+    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
+    target = max(anns, key=lambda a: a["area"])
+    px, py = deepest_pixel(decode_segmentation(target["segmentation"], 160, 160).astype(bool))
+    one = dict(gt, images=[info], annotations=anns)
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"browser-{secrets.token_hex(3)}",
+                                      [c["name"] for c in gt["categories"]])
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, one, root, tiny_sample, n_points=0)
+    tid = next(iter(client.tasks.list(project=pid))).id
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{label_studio.url}/user/login")
+            page.fill("input[name=email]", label_studio.username)
+            page.fill("input[name=password]", label_studio.password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
+            page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
+            page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
+            # pre-annotated boxes would take the click (it selects them): hide them first
+            page.get_by_label("Hide all regions").click()
+            page.locator(".lsf-label__text").filter(has_text=re.compile(r"^object$")).click()
+            bb = page.locator("img[alt='image']").first.bounding_box()
+            page.mouse.click(bb["x"] + px * bb["width"] / info["width"],
+                             bb["y"] + py * bb["height"] / info["height"])
+            page.locator("[data-testid=bottombar-submit-button]").click()
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(1000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
+            print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
+            raise
+        finally:
+            browser.close()
+
+    images = {im["id"]: im for im in gt["images"]}
+    out = tmp_path / "points.json"
+    ls_sync.sync(client, pid, tmp_path, images, gt["categories"], root, out)
+    pts = [(xy, lab) for a in load_coco(out)["annotations"]
+           for xy, lab in zip(a["point_coords"], a["point_labels"])]
+    assert len(pts) == 1, pts
+    (x, y), lab = pts[0]
+    # stored as the pixel index; the loader reads it at the pixel centre (+0.5)
+    assert abs(x + 0.5 - px) <= 1 and abs(y + 0.5 - py) <= 1 and lab == 1
