@@ -89,6 +89,7 @@ bench: $(STAMP)
 	$(PY) bench/freemask.py
 	$(PY) bench/solo.py
 	$(PY) bench/train.py
+	$(PY) bench/label_studio.py
 
 clean-outputs:
 	rm -rf outputs
