@@ -27,7 +27,7 @@ COLUMNS = ["method", "supervision", "status", "mask_AP", "mask_AP50", "box_AP",
 
 def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
     rows = []
-    for cfg_file in sorted(sweep.glob("*/.hydra/config.yaml")):
+    for cfg_file in sorted(sweep.rglob(".hydra/config.yaml")):  # values with / nest folders
         job = cfg_file.parent.parent
         c = OmegaConf.load(cfg_file)
         sv = c.supervision
@@ -37,7 +37,7 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
             measured = measured_lead_time(read_json(sv.annotations))
         per_inst = seconds_per_instance(sv.name, cost, n_points, measured)
         name = f"Mask R-CNN, {sv.name}" + (f" ({n_points} pts)" if n_points else "")
-        row = {"method": name, "supervision": sv.name, "run": job.name,
+        row = {"method": name, "supervision": sv.name, "run": str(job.relative_to(sweep)),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
         metrics = job / "metrics.json"
