@@ -21,6 +21,15 @@ def config(*overrides):
     return cfg
 
 
+def parse_args():
+    """--iters/--threads, the rest are Hydra overrides."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    return ap.parse_known_args()
+
+
 def timed(fn, repeat: int, warmup: int = 2) -> float:
     """Seconds per call of fn(i), after `warmup` untimed calls."""
     for i in range(warmup):

@@ -4,16 +4,11 @@
 """
 from __future__ import annotations
 
-import argparse
-
-from common import config, timed
+from common import config, parse_args, timed
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    args, overrides = ap.parse_known_args()
+    args, overrides = parse_args()
     import torch
     from pipeline.data.coco import load_coco
     from pipeline.data.datasets import get_split

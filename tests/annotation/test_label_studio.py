@@ -26,6 +26,14 @@ def project(label_studio):
     return client, pid
 
 
+def annotated(client, pid, gt, tiny_sample, n_points):
+    """Import the tiny sample, let the simulated annotator answer; return sync arguments."""
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=n_points)
+    simulate.annotate_all(client, pid, gt)
+    return {im["id"]: im for im in gt["images"]}, [{"id": 1, "name": "object"}], root
+
+
 def agnostic(coco):
     out = dict(coco, categories=[{"id": 1, "name": "object"}])
     out["annotations"] = [dict(a, category_id=1) for a in coco["annotations"]]
@@ -62,11 +70,7 @@ def test_round_trip_points_equal_simulated_clicks(project, gt, tiny_sample, tmp_
 
 def test_deleted_task_and_rerun_without_duplicates(project, gt, tiny_sample, tmp_path):
     client, pid = project
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=3)
-    simulate.annotate_all(client, pid, gt)
-    images = {im["id"]: im for im in gt["images"]}
-    cats = [{"id": 1, "name": "object"}]
+    images, cats, root = annotated(client, pid, gt, tiny_sample, 3)
     out = tmp_path / "points.json"
     ls_sync.sync(client, pid, tmp_path, images, cats, root, out)
     first = load_coco(out)
@@ -84,11 +88,7 @@ def test_deleted_task_and_rerun_without_duplicates(project, gt, tiny_sample, tmp
 def test_interrupted_sync_keeps_raw_and_rerun_completes(project, gt, tiny_sample, tmp_path,
                                                         monkeypatch):
     client, pid = project
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, agnostic(gt), root, tiny_sample, n_points=2)
-    simulate.annotate_all(client, pid, gt)
-    images = {im["id"]: im for im in gt["images"]}
-    cats = [{"id": 1, "name": "object"}]
+    images, cats, root = annotated(client, pid, gt, tiny_sample, 2)
 
     def boom(*a, **k):  # injected fault: conversion dies after the pull
         raise RuntimeError("killed during conversion")
