@@ -1,0 +1,80 @@
+"""Resolve the configured dataset into splits: an image root plus a COCO dict (GT if any).
+
+Three kinds, one interface: `sample` (generated on first use), `coco` (images + instances
+JSON per split), `folder` (a bare folder of images, no annotations).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.data import sample as sample_data
+from pipeline.data.coco import load_coco
+from pipeline.data.images import list_images
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    name: str
+    image_root: Path
+    coco: dict            # images (+ annotations when has_gt)
+    has_gt: bool
+    json_path: Path | None = None
+
+    @property
+    def images(self) -> list[dict]:
+        return self.coco["images"]
+
+
+def ensure_sample(cfg) -> None:
+    """Generate the embedded sample under cfg.root unless every split's JSON is there."""
+    g = cfg.generate
+    missing = {s: int(g.num[s]) for s in cfg.splits if not Path(cfg.splits[s].json).is_file()}
+    if missing:
+        log.info("generating the embedded sample dataset under %s", cfg.root)
+        sample_data.generate(cfg.root, seed=int(g.seed), splits=missing, size=int(g.size),
+                             objects=tuple(g.objects), object_size=tuple(g.object_size),
+                             min_visible_area=int(g.min_visible_area))
+
+
+def _folder_split(name: str, folder) -> Split:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder} (set dataset.images to a folder of "
+                        f"images)")
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"no images in {folder} (looked for .jpg .jpeg .png .bmp .tif .webp, "
+                        f"recursively); point dataset.images at a folder that has some")
+    # width/height are filled in when each image is read (EXIF rotation can swap them)
+    images = [{"id": i, "file_name": f} for i, f in enumerate(files, start=1)]
+    return Split(name, folder, {"images": images, "annotations": []}, has_gt=False)
+
+
+def get_split(cfg, name: str) -> Split:
+    """The split `name` of dataset config `cfg`."""
+    if cfg.kind == "sample":
+        ensure_sample(cfg)
+    if cfg.kind == "folder":
+        if name not in ("images", "train", "val"):
+            raise UserError(f"dataset=folder has one split of images, got split {name!r}")
+        return _folder_split(name, cfg.images)
+    if cfg.kind not in ("sample", "coco"):
+        raise UserError(f"dataset.kind must be sample, coco or folder; got {cfg.kind!r}")
+    if name not in cfg.splits:
+        raise UserError(f"dataset {cfg.name} has no split {name!r}; it has {list(cfg.splits)}")
+    sc = cfg.splits[name]
+    if sc.get("json"):
+        coco = load_coco(sc.json, f"{name} annotations")
+        if not coco["images"]:
+            raise UserError(f"{sc.json} lists no images; nothing to do")
+        root = Path(sc.images)
+        if not root.is_dir():
+            raise UserError(f"image folder for split {name!r} not found: {root} "
+                            f"(set dataset.splits.{name}.images)")
+        return Split(name, root, coco, has_gt=bool(coco["annotations"]), json_path=Path(sc.json))
+    return _folder_split(name, sc.images)

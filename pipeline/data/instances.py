@@ -1,0 +1,168 @@
+"""Training batches of images with instance targets (masks and/or points), seeded per iteration.
+
+One loader for every instance-segmentation trainer (SOLO on pseudo-masks, Mask R-CNN on
+masks or points). Augmentation moves masks, boxes and points together: a horizontal flip
+and a resize of the short side to one of `train_sizes`.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.coco import annotations_by_image, decode_segmentation
+from pipeline.data.datasets import Split
+from pipeline.data.images import ImageReadError, read_rgb
+from pipeline.data.transforms import resized_shape
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def flip_resize_points(points: torch.Tensor, scale_xy, flip: bool, width: int) -> torch.Tensor:
+    """(..., 2) x, y in pixels -> the same points after resize (then flip) of the image."""
+    out = points * torch.tensor(scale_xy, dtype=points.dtype)
+    if flip:
+        out[..., 0] = width - out[..., 0]
+    return out
+
+
+def flip_resize_boxes(boxes: torch.Tensor, scale_xy, flip: bool, width: int) -> torch.Tensor:
+    """(N, 4) xyxy -> after resize (then flip)."""
+    sx, sy = scale_xy
+    out = boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
+    if flip:
+        out = torch.stack([width - out[:, 2], out[:, 1], width - out[:, 0], out[:, 3]], 1)
+    return out
+
+
+def flip_resize_masks(masks: torch.Tensor, size, flip: bool) -> torch.Tensor:
+    """(N, H, W) bool -> (N, h, w) bool, bilinear + 0.5 threshold (as detectron2 does)."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size))
+    out = masks
+    if tuple(masks.shape[-2:]) != tuple(size):
+        out = F.interpolate(masks[None].float(), size=size, mode="bilinear",
+                            align_corners=False)[0] >= 0.5
+    return out.flip(-1) if flip else out
+
+
+class InstanceBank:
+    """Images of a split with the instance annotations of `targets` (a COCO dict)."""
+
+    def __init__(self, split: Split, targets: dict, *, category_map: dict | None = None,
+                 keep_empty: bool = False, cache: bool = True, min_area: float = 1.0):
+        by_image = annotations_by_image(
+            {"images": split.images, "annotations": [
+                a for a in targets["annotations"] if a["image_id"] in
+                {im["id"] for im in split.images}]})
+        self.split, self.cache = split, cache
+        self.category_map = category_map  # COCO category id -> contiguous label (0..C-1)
+        self.items = []
+        for info in sorted(split.images, key=lambda im: im["id"]):
+            anns = [a for a in by_image[info["id"]] if a.get("area", min_area) >= min_area
+                    and a.get("bbox", [0, 0, 1, 1])[2] > 0 and a.get("bbox", [0, 0, 1, 1])[3] > 0]
+            if anns or keep_empty:
+                self.items.append((info, anns))
+        if not self.items:
+            raise UserError(f"no training images with annotations in split {split.name!r} "
+                            f"(targets: {len(targets['annotations'])} annotations); check the "
+                            f"pseudo-label or annotation file")
+        self._cache: dict[int, dict | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, i: int) -> dict | None:
+        if i in self._cache:
+            return self._cache[i]
+        info, anns = self.items[i]
+        try:
+            arr = read_rgb(self.split.image_root / info["file_name"])
+        except ImageReadError as e:
+            log.warning("skipping unreadable training image %s: %s", e.path, e.reason)
+            self._cache[i] = None
+            return None
+        h, w = arr.shape[:2]
+        rec = {"image": torch.from_numpy(np.array(arr)).permute(2, 0, 1), "id": info["id"]}
+        labels = [self.category_map[a["category_id"]] if self.category_map else 0 for a in anns]
+        rec["labels"] = torch.tensor(labels, dtype=torch.long)
+        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                  a["bbox"][1] + a["bbox"][3]] for a in anns]
+        rec["boxes"] = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+        if all("segmentation" in a for a in anns):
+            rec["masks"] = torch.from_numpy(np.stack(
+                [decode_segmentation(a["segmentation"], h, w) for a in anns])
+                if anns else np.zeros((0, h, w), np.uint8)).bool()
+        if anns and all("point_coords" in a for a in anns):
+            # +0.5: PointSup stores integer pixel indices; the point is the pixel's centre
+            rec["points"] = torch.tensor([a["point_coords"] for a in anns],
+                                         dtype=torch.float32) + 0.5
+            rec["point_labels"] = torch.tensor([a["point_labels"] for a in anns],
+                                               dtype=torch.float32)
+        if anns and all("embedding" in a for a in anns):
+            rec["embeddings"] = torch.tensor([a["embedding"] for a in anns], dtype=torch.float32)
+        if self.cache:
+            self._cache[i] = rec
+        return rec
+
+    def batch(self, it: int, size: int, seed: int, train_sizes=(0,), max_size: int = 0,
+              flip: bool = True, rank: int = 0, world: int = 1) -> list[dict]:
+        """The augmented samples of iteration `it` (same `it` -> same batch, for resume)."""
+        n = len(self)
+        out = []
+        pos = (it * world + rank) * size
+        while len(out) < size:
+            epoch, k = divmod(pos, n)
+            pos += 1
+            idx = int(np.random.default_rng([seed, epoch]).permutation(n)[k])
+            rec = self._load(idx)
+            if rec is None:
+                continue
+            rng = np.random.default_rng([seed, it, rank, len(out)])
+            short = int(rng.choice(list(train_sizes)))
+            out.append(self.augment(rec, short, max_size, flip and rng.random() < 0.5))
+        return out
+
+    @staticmethod
+    def augment(rec: dict, short_side: int, max_size: int, flip: bool) -> dict:
+        img = rec["image"]
+        h, w = img.shape[1:]
+        nh, nw = resized_shape(h, w, short_side, max_size) if short_side else (h, w)
+        scale = (nw / w, nh / h)
+        image = img.float()
+        if (nh, nw) != (h, w):
+            image = F.interpolate(image[None], size=(nh, nw), mode="bilinear",
+                                  align_corners=False, antialias=True)[0]
+        if flip:
+            image = image.flip(-1)
+        out = {"image": image, "id": rec["id"], "labels": rec["labels"],
+               "boxes": flip_resize_boxes(rec["boxes"], scale, flip, nw)}
+        if "masks" in rec:
+            out["masks"] = flip_resize_masks(rec["masks"], (nh, nw), flip)
+        if "points" in rec:
+            pts = flip_resize_points(rec["points"], scale, flip, nw)
+            lab = rec["point_labels"].clone()
+            outside = (pts[..., 0] < 0) | (pts[..., 0] > nw) | (pts[..., 1] < 0) | \
+                (pts[..., 1] > nh)
+            lab[outside] = -1  # PointSup: points outside the image are ignored
+            out["points"], out["point_labels"] = pts, lab
+        if "embeddings" in rec:
+            out["embeddings"] = rec["embeddings"]
+        return out
+
+
+def pad_batch(samples: list[dict], divisor: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images into (B, 3, H, W) padded to a multiple of `divisor`; also a valid mask."""
+    hs = max(s["image"].shape[1] for s in samples)
+    ws = max(s["image"].shape[2] for s in samples)
+    hs, ws = -(-hs // divisor) * divisor, -(-ws // divisor) * divisor
+    images = torch.zeros(len(samples), 3, hs, ws)
+    valid = torch.zeros(len(samples), hs, ws, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        h, w = s["image"].shape[1:]
+        images[i, :, :h, :w] = s["image"]
+        valid[i, :h, :w] = True
+    return images, valid

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from pipeline.data.coco import (decode_segmentation, encode_mask, load_coco, make_coco,
+                                mask_to_annotation, save_coco)
+from pipeline.errors import UserError
+
+
+def test_rle_round_trip():
+    rng = np.random.default_rng(0)
+    m = rng.random((37, 53)) > 0.6
+    rle = encode_mask(m)
+    assert isinstance(rle["counts"], str)  # JSON-serialisable
+    back = decode_segmentation(json.loads(json.dumps(rle)), 37, 53)
+    assert np.array_equal(back.astype(bool), m)
+
+
+def test_polygon_decodes():
+    m = decode_segmentation([[2, 2, 8, 2, 8, 8, 2, 8]], 12, 12)
+    assert m[5, 5] == 1 and m[0, 0] == 0
+
+
+def test_annotation_box_and_area():
+    m = np.zeros((10, 20), bool)
+    m[2:5, 3:10] = True
+    a = mask_to_annotation(m, image_id=7, score=0.5)
+    assert a["bbox"] == [3.0, 2.0, 7.0, 3.0]
+    assert a["area"] == 21.0 and a["score"] == 0.5 and a["image_id"] == 7
+
+
+def test_written_file_loads_in_pycocotools(tmp_path):
+    m = np.zeros((10, 10), bool)
+    m[1:4, 1:4] = True
+    data = make_coco([{"id": 1, "file_name": "a.png", "height": 10, "width": 10}],
+                     [mask_to_annotation(m, 1, score=0.9), mask_to_annotation(~m, 1)])
+    p = save_coco(tmp_path / "x.json", data)
+    api = COCO(str(p))
+    assert sorted(api.getAnnIds()) == [1, 2]
+    assert api.annToMask(api.loadAnns(1)[0]).sum() == 9
+
+
+def test_malformed_json_names_file(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{"images": [1, 2,')
+    with pytest.raises(UserError, match="bad.json.*not valid JSON"):
+        load_coco(p)
+
+
+def test_missing_file_and_wrong_shape(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_coco(tmp_path / "nope.json")
+    p = tmp_path / "list.json"
+    p.write_text("[]")
+    with pytest.raises(UserError, match="no 'images'"):
+        load_coco(p)
+
+
+def test_unknown_image_id(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 2}]}))
+    with pytest.raises(UserError, match="unknown image_id 2"):
+        load_coco(p)
