@@ -36,7 +36,10 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         if sv.get("annotations") and Path(str(sv.annotations)).is_file() and sv.name == "points":
             measured = measured_lead_time(read_json(sv.annotations))
         per_inst = seconds_per_instance(sv.name, cost, n_points, measured)
-        name = f"Mask R-CNN, {sv.name}" + (f" ({n_points} pts)" if n_points else "")
+        name = {"full": "Mask R-CNN, full masks",
+                "points": f"Mask R-CNN, points ({n_points} pts)",
+                "free_masks": "Mask R-CNN on free masks",
+                "solo": "Mask R-CNN on SOLO pseudo-labels"}.get(sv.name, f"Mask R-CNN, {sv.name}")
         row = {"method": name, "supervision": sv.name, "run": str(job.relative_to(sweep)),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
