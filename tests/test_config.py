@@ -6,7 +6,8 @@ import pytest
 from tests.conftest import CONF, make_cfg
 
 GROUPS = ["dataset", "backbone", "freemask", "baseline", "hardware", "experiment", "pretrain",
-          "solo", "maskrcnn", "supervision", "compare", "report", "paths"]
+          "solo", "maskrcnn", "supervision", "compare", "report", "paths", "points",
+          "annotation"]
 
 
 @pytest.mark.parametrize("group,option", [

@@ -68,3 +68,16 @@ def test_bank_applies_pixel_centre_and_flip(tmp_path):
     assert torch.equal(same["points"][0], raw)
     flipped = bank.augment(bank._load(0), 0, 0, flip=True)
     assert torch.allclose(flipped["points"][0, :, 0], 40 - raw[:, 0])
+
+
+def test_points_stage_writes_versions_pycocotools_reads(sample_cfg):
+    from pathlib import Path
+    from pycocotools.coco import COCO
+    from pipeline.__main__ import run_stage
+    cfg = sample_cfg("stage=points", "points.n=4", "points.versions=2", run_name="points")
+    out = run_stage(cfg)
+    v1, v2 = COCO(out["v1"]), COCO(out["v2"])
+    a1, a2 = v1.loadAnns(v1.getAnnIds()), v2.loadAnns(v2.getAnnIds())
+    assert len(a1) == len(a2) > 0 and all(len(a["point_coords"]) == 4 for a in a1)
+    assert [a["point_coords"] for a in a1] != [a["point_coords"] for a in a2]
+    assert Path(out["v1"]).name == "sample_train_n4_v1.json"
