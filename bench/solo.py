@@ -10,7 +10,6 @@ from common import config, parse_args, timed
 def main():
     args, overrides = parse_args()
     import torch
-    from pipeline.data.coco import load_coco
     from pipeline.data.datasets import get_split
     from pipeline.data.instances import InstanceBank, pad_batch
     from pipeline.models.backbone import normalize

@@ -7,7 +7,7 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from pipeline.errors import UserError
 from pipeline.stages import STAGES

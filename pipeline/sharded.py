@@ -12,7 +12,7 @@ import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -110,7 +110,3 @@ def merge_shards(work_dir, n: int, out_json, categories=None, info=None):
     save_coco(out_json, coco)
     return coco, skipped
 
-
-def iter_batches(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

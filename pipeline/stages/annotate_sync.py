@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from annotation import sync as ls_sync
-from annotation import tasks
 from annotation.client import connect
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split

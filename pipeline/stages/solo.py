@@ -11,7 +11,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
