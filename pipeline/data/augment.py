@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import v2 as T
 
 from pipeline.data.datasets import Split
-from pipeline.data.images import ImageReadError, read_rgb
+from pipeline.data.sampling import epoch_index, read_or_skip
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,8 @@ class ImageBank:
     def _read(self, i: int) -> torch.Tensor | None:
         if i in self._store:
             return self._store[i]
-        info = self.infos[i]
-        try:
-            arr = read_rgb(self.split.image_root / info["file_name"])
-        except ImageReadError as e:
-            log.warning("skipping unreadable training image %s: %s", e.path, e.reason)
+        arr = read_or_skip(self.split, self.infos[i])
+        if arr is None:
             self._store[i] = None
             return None
         t = torch.from_numpy(np.array(arr)).permute(2, 0, 1)
@@ -62,14 +59,8 @@ class ImageBank:
 
     def batch_indices(self, it: int, batch: int, seed: int, rank: int = 0, world: int = 1):
         """Indices for iteration `it`: epoch-wise permutations drawn from (seed, epoch)."""
-        n = len(self)
         start = (it * world + rank) * batch
-        out = []
-        for pos in range(start, start + batch):
-            epoch, k = divmod(pos, n)
-            perm = np.random.default_rng([seed, epoch]).permutation(n)
-            out.append(int(perm[k]))
-        return out
+        return [epoch_index(seed, pos, len(self)) for pos in range(start, start + batch)]
 
     def get(self, indices) -> list[torch.Tensor]:
         imgs = list(self.pool.map(self._read, indices))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from pipeline.data.coco import annotations_by_image, decode_segmentation
 from pipeline.data.datasets import Split
-from pipeline.data.images import ImageReadError, read_rgb
+from pipeline.data.sampling import epoch_index, read_or_skip
 from pipeline.data.transforms import resized_shape
 from pipeline.errors import UserError
 
@@ -79,10 +79,8 @@ class InstanceBank:
         if i in self._cache:
             return self._cache[i]
         info, anns = self.items[i]
-        try:
-            arr = read_rgb(self.split.image_root / info["file_name"])
-        except ImageReadError as e:
-            log.warning("skipping unreadable training image %s: %s", e.path, e.reason)
+        arr = read_or_skip(self.split, info)
+        if arr is None:
             self._cache[i] = None
             return None
         h, w = arr.shape[:2]
@@ -111,15 +109,16 @@ class InstanceBank:
     def batch(self, it: int, size: int, seed: int, train_sizes=(0,), max_size: int = 0,
               flip: bool = True, rank: int = 0, world: int = 1) -> list[dict]:
         """The augmented samples of iteration `it` (same `it` -> same batch, for resume)."""
-        n = len(self)
-        out = []
+        out, misses = [], 0
         pos = (it * world + rank) * size
         while len(out) < size:
-            epoch, k = divmod(pos, n)
+            rec = self._load(epoch_index(seed, pos, len(self)))
             pos += 1
-            idx = int(np.random.default_rng([seed, epoch]).permutation(n)[k])
-            rec = self._load(idx)
             if rec is None:
+                misses += 1
+                if misses >= len(self):
+                    raise UserError(f"no image of split {self.split.name!r} could be read; "
+                                    f"see the warnings above")
                 continue
             rng = np.random.default_rng([seed, it, rank, len(out)])
             short = int(rng.choice(list(train_sizes)))

@@ -8,7 +8,6 @@ split, plus per-round predictions, metrics and overlays under `round{r}/`.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -177,8 +176,7 @@ def run(cfg) -> dict:
                         f"on the training images ({out_json}); lower the threshold or train "
                         f"longer (solo.train.max_iter)")
     final = out_dir / "pseudo_labels.json"
-    shutil.copyfile(round_dir / "pseudo_labels.json", final.with_suffix(".tmp"))
-    final.with_suffix(".tmp").replace(final)
+    save_coco(final, targets)  # the last round's filtered predictions
     update_json(out_dir / "metrics.json", "rounds", {k: v.get("metrics") for k, v in
                                                      results.items()})
     log.info("pseudo-labels: %d masks on %d images -> %s", len(targets["annotations"]),
