@@ -1,5 +1,9 @@
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +51,26 @@ def sample_cfg(tmp_path, tiny_sample):
 def copy_tree(src, dst):
     shutil.copytree(src, dst)
     return Path(dst)
+
+
+def cli_env() -> dict:
+    """Environment for `python -m pipeline` subprocesses run from the repository root."""
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def pipeline_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def kill_9_when(cmd: list[str], ready, timeout: float = 300) -> None:
+    """Start `cmd`, wait until ready() or the process ends, then SIGKILL its process group."""
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_env
 
 
 @pytest.mark.e2e
 def test_torchrun_two_processes_pretrain(tmp_path, tiny_sample):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = cli_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={29500 + os.getpid() % 1000}",
            "-m", "pipeline", "stage=pretrain", f"paths.data_dir={tiny_sample}",

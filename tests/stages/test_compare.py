@@ -1,7 +1,6 @@
 """Comparison over a sweep: aggregation on a hand-made sweep dir, and a real tiny sweep."""
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.__main__ import run_stage
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_env
 
 
 def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None):
@@ -76,7 +75,7 @@ def sweep_cmd(tiny_sample, out, *extra):
 
 @pytest.mark.e2e
 def test_real_sweep_reports_failed_job_and_skips_finished(tmp_path, tiny_sample):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = cli_env()
     out = tmp_path / "out"
     cmd = sweep_cmd(tiny_sample, out, "supervision=full,points,free_masks")
     first = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -107,7 +106,7 @@ def test_real_sweep_reports_failed_job_and_skips_finished(tmp_path, tiny_sample)
 
 @pytest.mark.e2e
 def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_sample):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = cli_env()
     out = tmp_path / "out"
     res = subprocess.run(sweep_cmd(tiny_sample, out, "supervision=full",
                                    "hydra/launcher=local_processes"),

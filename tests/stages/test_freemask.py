@@ -1,10 +1,6 @@
 """The free-mask stage on real files: outputs, bad input, resume after kill -9."""
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ from pycocotools.coco import COCO
 
 from pipeline.__main__ import run_stage
 from pipeline.errors import UserError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_env, kill_9_when, pipeline_cmd
 
 FAST = ["backbone.weights=null", "freemask.short_side=128", "freemask.max_size=256",
         "freemask.shard_size=4", "freemask.batch_size=4", "overlays=2"]
@@ -124,29 +120,21 @@ def test_rerun_skips_finished_shards_and_config_change_redoes(sample_cfg, monkey
 
 @pytest.mark.e2e
 def test_resume_after_kill_9_gives_identical_output(tmp_path, tiny_sample):
-    common = [sys.executable, "-m", "pipeline", "stage=freemask", f"paths.data_dir={tiny_sample}",
-              "dataset.generate.num.train=8", "dataset.generate.num.val=4", *FAST,
-              "freemask.shard_size=1", "freemask.batch_size=1", "freemask.splits=[train]",
-              "progress=false", "overlays=0"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    ref = tmp_path / "ref"
-    subprocess.run(common + [f"paths.output_dir={ref}"], check=True, env=env, cwd=ROOT,
+    common = pipeline_cmd("stage=freemask", f"paths.data_dir={tiny_sample}",
+                          "dataset.generate.num.train=8", "dataset.generate.num.val=4", *FAST,
+                          "freemask.shard_size=1", "freemask.batch_size=1",
+                          "freemask.splits=[train]", "progress=false", "overlays=0")
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(common + [f"paths.output_dir={ref}"], check=True, env=cli_env(), cwd=ROOT,
                    capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(common + [f"paths.output_dir={killed}"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     shards = killed / "cpu_sample" / "freemask" / "shards" / "train"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("shard_*.json"))) < 3:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_when(common + [f"paths.output_dir={killed}"],
+                lambda: len(list(shards.glob("shard_*.json"))) >= 3, timeout=120)
     done = len(list(shards.glob("shard_*.json")))
     assert 3 <= done < 8, f"kill came too late or too early ({done} shards)"
     final = killed / "cpu_sample" / "freemask" / "free_masks_train.json"
     assert not final.exists()
-    subprocess.run(common + [f"paths.output_dir={killed}"], check=True, env=env, cwd=ROOT,
+    subprocess.run(common + [f"paths.output_dir={killed}"], check=True, env=cli_env(), cwd=ROOT,
                    capture_output=True)
     want = json.loads((ref / "cpu_sample" / "freemask" / "free_masks_train.json").read_text())
     got = json.loads(final.read_text())

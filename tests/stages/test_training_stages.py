@@ -1,12 +1,16 @@
 """SOLO and Mask R-CNN stages end to end on the tiny sample with tiny schedules."""
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from pycocotools.coco import COCO
 
 from pipeline.__main__ import run_stage
 from pipeline.errors import UserError
+from tests.conftest import ROOT, cli_env, kill_9_when, pipeline_cmd
 
 FREEMASK = ["backbone.weights=null", "freemask.short_side=320", "freemask.max_size=400",
             "freemask.shard_size=8", "overlays=0"]
@@ -69,50 +73,31 @@ def test_maskrcnn_trains_and_evaluates(sample_cfg, supervision):
 
 @pytest.mark.e2e
 def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_sample, sample_cfg):
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import torch
-
-    from tests.conftest import ROOT
     fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
                     run_name="freemask")
     run_stage(fm)
     targets = Path(fm.run_dir) / "free_masks_train.json"
-    cmd = [sys.executable, "-m", "pipeline", "stage=solo", f"paths.data_dir={tiny_sample}",
-           "dataset.generate.num.train=8", "dataset.generate.num.val=4", f"solo.targets={targets}",
-           *SOLO, "solo.rounds=1", "solo.train.max_iter=12", "solo.train.ckpt_every=3",
-           "progress=false", "overlays=0"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    ref = tmp_path / "ref"
-    subprocess.run(cmd + [f"paths.output_dir={ref}"], check=True, env=env, cwd=ROOT,
+    cmd = pipeline_cmd("stage=solo", f"paths.data_dir={tiny_sample}",
+                       "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+                       f"solo.targets={targets}", *SOLO, "solo.rounds=1",
+                       "solo.train.max_iter=12", "solo.train.ckpt_every=3", "progress=false",
+                       "overlays=0")
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(cmd + [f"paths.output_dir={ref}"], check=True, env=cli_env(), cwd=ROOT,
                    capture_output=True)
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + [f"paths.output_dir={out}"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     last = out / "cpu_sample" / "solo" / "round1" / "last.pt"
-    deadline = time.time() + 300
-    reached = 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.is_file():
-            try:
-                reached = torch.load(last, weights_only=False)["iteration"]
-            except Exception:   # caught mid-replace: try again
-                reached = 0
-            if reached >= 6:
-                break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def checkpoint_iteration() -> int:
+        try:
+            return torch.load(last, weights_only=False)["iteration"] if last.is_file() else 0
+        except Exception:   # caught mid-replace: try again
+            return 0
+    kill_9_when(cmd + [f"paths.output_dir={out}"], lambda: checkpoint_iteration() >= 6)
+    reached = checkpoint_iteration()
     assert 6 <= reached < 12, f"kill came at iteration {reached}"
     assert not (out / "cpu_sample" / "solo" / "round1" / "model.pt").exists()
-    rerun = subprocess.run(cmd + [f"paths.output_dir={out}"], check=True, env=env, cwd=ROOT,
-                           capture_output=True, text=True)
+    rerun = subprocess.run(cmd + [f"paths.output_dir={out}"], check=True, env=cli_env(),
+                           cwd=ROOT, capture_output=True, text=True)
     # it continued from the checkpoint instead of starting over
     assert re.search(r"resumed from .*last\.pt at iteration (6|9)", rerun.stdout + rerun.stderr)
     a = torch.load(ref / "cpu_sample" / "solo" / "round1" / "model.pt", weights_only=True)
