@@ -1,7 +1,7 @@
 """Resolve the configured dataset into splits: an image root plus a COCO dict (GT if any).
 
-Three kinds, one interface: `sample` (generated on first use), `coco` (images + instances
-JSON per split), `folder` (a bare folder of images, no annotations).
+Four kinds, one interface: `sample` and `coins` (generated on first use), `coco` (images +
+instances JSON per split), `folder` (a bare folder of images, no annotations).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data import coins as coins_data
 from pipeline.data import sample as sample_data
 from pipeline.data.coco import load_coco
 from pipeline.data.images import list_images
@@ -30,10 +31,20 @@ class Split:
         return self.coco["images"]
 
 
-def ensure_sample(cfg) -> None:
-    """Generate the embedded sample under cfg.root unless every split's JSON is there."""
+GENERATED = ("sample", "coins")  # dataset kinds the project writes itself on first use
+
+
+def ensure_generated(cfg) -> None:
+    """Generate a built-in dataset under cfg.root unless every split's JSON is there."""
+    missing = [s for s in cfg.splits if not Path(cfg.splits[s].json).is_file()]
+    if not missing:
+        return
+    if cfg.kind == "coins":
+        log.info("writing the coins dev set (scikit-image's photograph) under %s", cfg.root)
+        coins_data.generate(cfg.root, missing)
+        return
     g = cfg.generate
-    missing = {s: int(g.num[s]) for s in cfg.splits if not Path(cfg.splits[s].json).is_file()}
+    missing = {s: int(g.num[s]) for s in missing}
     if missing:
         log.info("generating the embedded sample dataset under %s", cfg.root)
         sample_data.generate(cfg.root, seed=int(g.seed), splits=missing, size=int(g.size),
@@ -57,14 +68,14 @@ def _folder_split(name: str, folder) -> Split:
 
 def get_split(cfg, name: str) -> Split:
     """The split `name` of dataset config `cfg`."""
-    if cfg.kind == "sample":
-        ensure_sample(cfg)
+    if cfg.kind in GENERATED:
+        ensure_generated(cfg)
     if cfg.kind == "folder":
         if name not in ("images", "train", "val"):
             raise UserError(f"dataset=folder has one split of images, got split {name!r}")
         return _folder_split(name, cfg.images)
-    if cfg.kind not in ("sample", "coco"):
-        raise UserError(f"dataset.kind must be sample, coco or folder; got {cfg.kind!r}")
+    if cfg.kind not in (*GENERATED, "coco"):
+        raise UserError(f"dataset.kind must be sample, coins, coco or folder; got {cfg.kind!r}")
     if name not in cfg.splits:
         raise UserError(f"dataset {cfg.name} has no split {name!r}; it has {list(cfg.splits)}")
     sc = cfg.splits[name]

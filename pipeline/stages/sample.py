@@ -1,12 +1,13 @@
-"""Stage `sample`: (re)generate the embedded synthetic dataset."""
+"""Stage `sample`: (re)generate a built-in dataset (the synthetic sample, the coins dev set)."""
 from __future__ import annotations
 
-from pipeline.data.datasets import ensure_sample
+from pipeline.data.datasets import GENERATED, ensure_generated
 from pipeline.errors import UserError
 
 
 def run(cfg) -> dict:
-    if cfg.dataset.kind != "sample":
-        raise UserError("stage=sample needs dataset=sample")
-    ensure_sample(cfg.dataset)
+    if cfg.dataset.kind not in GENERATED:
+        raise UserError(f"stage=sample writes the built-in datasets only "
+                        f"(dataset={' or dataset='.join(GENERATED)}); got {cfg.dataset.kind!r}")
+    ensure_generated(cfg.dataset)
     return {s: str(cfg.dataset.splits[s].json) for s in cfg.dataset.splits}
