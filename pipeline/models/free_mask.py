@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.ops.guided_filter import guided_filter
 from pipeline.ops.matrix_nms import matrix_nms
 
 
@@ -97,9 +98,7 @@ def free_masks(feat: torch.Tensor, p: FreeMaskParams) -> dict[str, torch.Tensor]
     top = decayed.argsort(dim=1, descending=True, stable=True)[:, :k]
     soft, decayed, mness, valid, queries = (
         _gather(t, top) for t in (soft, decayed, mness, valid, queries))
-    # Embedding: the query vector linearly interpolated to embedding_dim channels.
-    emb = F.interpolate(queries.reshape(bsz * k, 1, -1), size=p.embedding_dim, mode="linear",
-                        align_corners=False).view(bsz, k, p.embedding_dim)
+    emb = embed(queries, p.embedding_dim)
     return {
         "soft": soft.view(bsz, k, h, w),
         "score": decayed,
@@ -109,16 +108,37 @@ def free_masks(feat: torch.Tensor, p: FreeMaskParams) -> dict[str, torch.Tensor]
     }
 
 
+def embed(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+    """(..., C) feature vectors linearly interpolated to `dim` channels (FreeSOLO's embedding)."""
+    lead = vectors.shape[:-1]
+    flat = vectors.reshape(-1, 1, vectors.shape[-1]).float()
+    return F.interpolate(flat, size=dim, mode="linear", align_corners=False).view(*lead, dim)
+
+
+def border_strip(mask, band: int, max_frac: float) -> bool:
+    """True when more than `max_frac` of the mask lies within `band` px of the image edge:
+    a strip hugging the border, not an object (objects cut by the edge reach inside)."""
+    inner = mask[band:-band, band:-band] if band > 0 else mask
+    area = mask.sum()
+    return area > 0 and (area - inner.sum()) > max_frac * area
+
+
 def upsample_masks(soft: torch.Tensor, stride: int, input_hw, image_hw,
-                   threshold: float = 0.5) -> torch.Tensor:
+                   threshold: float = 0.5, guide: torch.Tensor | None = None,
+                   guided_radius: float = 0.0, guided_eps: float = 1e-2) -> torch.Tensor:
     """(B, K, h, w) soft masks -> (B, K, H, W) binary masks at the original image size.
 
     Soft masks cover the stride grid of the resized input; crop that to the input size,
-    then resize to the original image, and threshold again (Sec. 3.1).
+    then resize to the original image, and threshold again (Sec. 3.1). With a guide
+    ((B, 1, H, W) grey image in [0, 1]) and guided_radius > 0 (in feature cells), the soft
+    masks are first refined by a guided filter so their edges follow the image's.
     """
     b, k, h, w = soft.shape
     up = F.interpolate(soft, size=(h * stride, w * stride), mode="bilinear", align_corners=False)
     up = up[:, :, :input_hw[0], :input_hw[1]]
     if tuple(input_hw) != tuple(image_hw):
         up = F.interpolate(up, size=tuple(image_hw), mode="bilinear", align_corners=False)
+    if guide is not None and guided_radius > 0 and k:
+        cell = stride * image_hw[0] / input_hw[0]          # one feature cell, in image pixels
+        up = guided_filter(guide.to(up), up, max(1, round(guided_radius * cell)), guided_eps)
     return up >= threshold

@@ -1,0 +1,148 @@
+"""MaskCut (CutLER, Wang et al., CVPR 2023, Sec. 3.1): objects by repeated normalized cuts.
+
+A graph over the feature cells of one image, edges from the cosine similarity of the
+self-supervised features (binarised at tau); the second-smallest generalized eigenvector of
+(D - W) x = lambda D x splits it in two; the side holding the largest |x| is the foreground and
+the connected component of that seed is one object; its cells leave the graph and the cut is
+repeated. Optional: a bilateral colour term in the affinity (Deep Spectral Methods,
+Melas-Kyriazi et al., CVPR 2022, Sec. 3.2), which carries the cut where an in-house backbone
+trained on a few dozen images still knows little.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from scipy.sparse.linalg import eigsh
+
+
+@dataclass
+class MaskCutParams:
+    tau: float = 0.15             # feature-affinity threshold (CutLER's value for DINO)
+    eps: float = 1e-5             # weight of the edges below tau
+    max_objects: int = 3          # cuts per image (CutLER: N = 3)
+    all_components: bool = False  # True: every component of the foreground side is an object
+    centre: bool = False          # subtract the image's mean feature before the cosine
+    colour_weight: float = 0.0    # 0: features only (the paper)
+    colour_sigma: float = 10.0    # Lab units
+    position_sigma: float = 0.1   # fraction of the grid's longer side
+    score: str = "contrast"       # contrast: boundary_contrast; ncut: 1 - ncut / 2
+    min_cells: int = 2            # smaller components are dropped
+    max_area_frac: float = 0.5    # a "foreground" over this share of the image is background
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "MaskCutParams":
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+
+
+def feature_affinity(feat: torch.Tensor, tau: float, eps: float) -> torch.Tensor:
+    """(C, N) features -> (N, N) binary affinity: 1 where cos > tau, else eps."""
+    f = F.normalize(feat, dim=0)
+    sim = f.T @ f
+    return torch.where(sim > tau, torch.ones_like(sim), torch.full_like(sim, eps))
+
+
+def colour_affinity(lab: torch.Tensor, colour_sigma: float, position_sigma: float) -> torch.Tensor:
+    """(3, h, w) Lab colour per cell -> (N, N) bilateral kernel: similar colour, nearby."""
+    _, h, w = lab.shape
+    c = lab.flatten(1).T                                         # (N, 3)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=lab.dtype), torch.arange(w, dtype=lab.dtype),
+                            indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1) / max(h, w)
+    d_col = torch.cdist(c, c) ** 2 / (2 * colour_sigma ** 2)
+    d_pos = torch.cdist(pos, pos) ** 2 / (2 * position_sigma ** 2)
+    return torch.exp(-d_col - d_pos)
+
+
+def fiedler_vector(w: torch.Tensor) -> np.ndarray:
+    """Second-smallest generalized eigenvector x of (D - W) x = lambda D x.
+
+    Solved as the two largest eigenvectors of D^-1/2 W D^-1/2 (y = D^1/2 x) by Lanczos
+    from a fixed start vector: deterministic, and only two eigenpairs are computed.
+    """
+    a = w.double().numpy()
+    d_is = 1.0 / np.sqrt(np.maximum(a.sum(1), 1e-12))
+    m = d_is[:, None] * a * d_is[None, :]
+    if len(a) <= 64:
+        vecs = np.linalg.eigh(m)[1][:, ::-1]
+    else:
+        vals, vecs = eigsh(m, k=2, which="LA", v0=np.ones(len(a)), tol=1e-6)
+        vecs = vecs[:, np.argsort(-vals)]
+    return d_is * vecs[:, 1]
+
+
+def ncut_value(w: torch.Tensor, part: torch.Tensor) -> float:
+    """cut(A, B) / vol(A) + cut(A, B) / vol(B) for the partition `part` (bool, N)."""
+    cut = w[part][:, ~part].sum()
+    vol_a, vol_b = w[part].sum(), w[~part].sum()
+    return float(cut / vol_a.clamp(min=1e-12) + cut / vol_b.clamp(min=1e-12))
+
+
+def boundary_contrast(w: torch.Tensor, mask: np.ndarray) -> float:
+    """1 - (mean affinity of the mask to the ring of cells around it) / (mean affinity
+    within the mask): an object differs from what surrounds it all along its boundary, a
+    piece of background does not. In [0, 1]."""
+    ring = ndi.binary_dilation(mask) & ~mask
+    inside = torch.from_numpy(mask.flatten())
+    if not ring.any():
+        return 0.0
+    within = w[inside][:, inside].mean()
+    across = w[inside][:, torch.from_numpy(ring.flatten())].mean()
+    return float((1 - across / within.clamp(min=1e-12)).clamp(0, 1))
+
+
+def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
+    """Objects of one image at feature resolution.
+
+    feat: (C, h, w); lab: (3, h, w) Lab colour of each cell (used when colour_weight > 0).
+    Returns [(mask (h, w) bool numpy, score in [0, 1])], in discovery order; the score is the
+    mask's boundary contrast (or 1 - ncut / 2 against the graph it was cut from).
+    """
+    _, h, w = feat.shape
+    n = h * w
+    f = feat.flatten(1).float()
+    if p.centre:  # ReLU features are all positive: their raw cosines are all high
+        f = f - f.mean(1, keepdim=True)
+    w_all = feature_affinity(f, p.tau, p.eps)
+    if p.colour_weight > 0 and lab is not None:
+        w_all = w_all + p.colour_weight * colour_affinity(lab.float(), p.colour_sigma,
+                                                          p.position_sigma)
+    free = np.ones(n, bool)                  # cells not yet given to an object
+    objects = []
+    for _ in range(p.max_objects):
+        idx = np.flatnonzero(free)
+        if len(idx) < 2 * p.min_cells:
+            break
+        sub = w_all[idx][:, idx]
+        x = fiedler_vector(sub)
+        part = x > x.mean()
+        seed = int(np.abs(x).argmax())
+        if not part[seed]:
+            part = ~part
+        side = np.zeros(n, bool)
+        side[idx[part]] = True
+        corners = side[[0, w - 1, n - w, n - 1]].sum()
+        if corners >= 3 or part.sum() > p.max_area_frac * n:
+            # the seed's side holds most corners or most of the image: it is the background
+            part = ~part
+            seed = int(np.where(part, np.abs(x), -1).argmax())
+            side = np.zeros(n, bool)
+            side[idx[part]] = True
+        comps, num = ndi.label(side.reshape(h, w))
+        seed_label = comps.flat[idx[seed]]
+        labels = range(1, num + 1) if p.all_components else [seed_label]
+        taken = np.zeros(n, bool)
+        for lbl in labels:
+            m = comps == lbl
+            if not lbl or not p.min_cells <= m.sum() <= p.max_area_frac * n:
+                continue
+            score = (boundary_contrast(w_all, m) if p.score == "contrast"
+                     else max(0.0, 1.0 - ncut_value(sub, torch.from_numpy(m.flatten()[idx])) / 2))
+            objects.append((m, score))
+            taken |= m.flatten()
+        # found cells leave the graph; so does a rejected side, or the next cut repeats it
+        free &= ~(taken if taken.any() else side)
+    return objects
