@@ -25,13 +25,14 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.stamp-* && touch $@
 
 # The main job on the embedded sample: pretrain -> free masks -> SOLO r1, r2 -> table.
+# The real-photo dev set: make pseudo-labels ARGS="dataset=coins" (outputs/cpu_coins/).
 # Each stage skips work already done (finished shards, trained rounds).
 pseudo-labels: $(STAMP)
 	$(RUN) stage=sample
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
 	$(RUN) stage=solo
-	$(RUN) stage=freemask backbone.weights=null run_name=freemask_random freemask.splits=[val]
+	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[val]
 	$(RUN) stage=baseline
 	$(RUN) stage=report
 

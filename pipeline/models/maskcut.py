@@ -23,13 +23,17 @@ from scipy.sparse.linalg import eigsh
 class MaskCutParams:
     tau: float = 0.15             # feature-affinity threshold (CutLER's value for DINO)
     eps: float = 1e-5             # weight of the edges below tau
-    max_objects: int = 3          # cuts per image (CutLER: N = 3)
+    max_objects: int = 3          # objects per image (CutLER: N = 3 cuts)
     all_components: bool = False  # True: every component of the foreground side is an object
     centre: bool = False          # subtract the image's mean feature before the cosine
+    feature_weight: float = 1.0   # weight of the feature graph (the paper: features only)
     colour_weight: float = 0.0    # 0: features only (the paper)
     colour_sigma: float = 10.0    # Lab units
     position_sigma: float = 0.1   # fraction of the grid's longer side
     score: str = "contrast"       # contrast: boundary_contrast; ncut: 1 - ncut / 2
+    border_sigma: float = 0.0     # >0: down-weight masks stretched along the image border
+    max_cuts: int = 0             # cuts per image at most (0: 2 x max_objects)
+    min_score: float = 0.05       # pieces scored lower leave the graph but are not objects
     min_cells: int = 2            # smaller components are dropped
     max_area_frac: float = 0.5    # a "foreground" over this share of the image is background
 
@@ -81,17 +85,25 @@ def ncut_value(w: torch.Tensor, part: torch.Tensor) -> float:
     return float(cut / vol_a.clamp(min=1e-12) + cut / vol_b.clamp(min=1e-12))
 
 
-def boundary_contrast(w: torch.Tensor, mask: np.ndarray) -> float:
-    """1 - (mean affinity of the mask to the ring of cells around it) / (mean affinity
-    within the mask): an object differs from what surrounds it all along its boundary, a
-    piece of background does not. In [0, 1]."""
-    ring = ndi.binary_dilation(mask) & ~mask
+def boundary_contrast(w: torch.Tensor, mask: np.ndarray, around: np.ndarray) -> float:
+    """1 - (mean affinity of the mask to the ring of `around` cells next to it) / (mean
+    affinity within the mask): an object differs from what surrounds it all along its
+    boundary, a piece of background does not. In [0, 1]."""
+    ring = ndi.binary_dilation(mask) & ~mask & around
     inside = torch.from_numpy(mask.flatten())
     if not ring.any():
         return 0.0
     within = w[inside][:, inside].mean()
     across = w[inside][:, torch.from_numpy(ring.flatten())].mean()
     return float((1 - across / within.clamp(min=1e-12)).clamp(0, 1))
+
+
+def boundary_connectivity(mask: np.ndarray) -> float:
+    """Cells of the mask on the image border / sqrt(mask area) (Zhu et al., CVPR 2014,
+    Sec. 3): background regions stretch along the border, objects mostly do not."""
+    edge = np.ones_like(mask)
+    edge[1:-1, 1:-1] = False
+    return float((mask & edge).sum() / np.sqrt(max(mask.sum(), 1)))
 
 
 def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
@@ -106,13 +118,16 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
     f = feat.flatten(1).float()
     if p.centre:  # ReLU features are all positive: their raw cosines are all high
         f = f - f.mean(1, keepdim=True)
-    w_all = feature_affinity(f, p.tau, p.eps)
+    w_all = p.feature_weight * feature_affinity(f, p.tau, p.eps)
     if p.colour_weight > 0 and lab is not None:
         w_all = w_all + p.colour_weight * colour_affinity(lab.float(), p.colour_sigma,
                                                           p.position_sigma)
-    free = np.ones(n, bool)                  # cells not yet given to an object
+    free = np.ones(n, bool)                  # cells still in the graph
+    objects_so_far = np.zeros(n, bool)
     objects = []
-    for _ in range(p.max_objects):
+    for _ in range(p.max_cuts or 2 * p.max_objects):
+        if len(objects) >= p.max_objects:
+            break
         idx = np.flatnonzero(free)
         if len(idx) < 2 * p.min_cells:
             break
@@ -132,16 +147,28 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
             side = np.zeros(n, bool)
             side[idx[part]] = True
         comps, num = ndi.label(side.reshape(h, w))
-        seed_label = comps.flat[idx[seed]]
+        sizes = np.bincount(comps.flat, minlength=num + 1)
+        # the seed: the strongest cell of a component large enough to be an object (a
+        # one-cell seed would otherwise end the search with real objects left in the graph)
+        ok = (sizes >= p.min_cells)[comps.flat[idx]] & part
+        if not ok.any():
+            free &= ~side
+            continue
+        seed_label = comps.flat[idx[int(np.where(ok, np.abs(x), -1).argmax())]]
         labels = range(1, num + 1) if p.all_components else [seed_label]
         taken = np.zeros(n, bool)
         for lbl in labels:
             m = comps == lbl
             if not lbl or not p.min_cells <= m.sum() <= p.max_area_frac * n:
                 continue
-            score = (boundary_contrast(w_all, m) if p.score == "contrast"
+            score = (boundary_contrast(w_all, m, (free & ~objects_so_far).reshape(h, w))
+                     if p.score == "contrast"
                      else max(0.0, 1.0 - ncut_value(sub, torch.from_numpy(m.flatten()[idx])) / 2))
-            objects.append((m, score))
+            if p.border_sigma > 0:  # background prior: weight exp(-BndCon^2 / 2 sigma^2)
+                score *= float(np.exp(-boundary_connectivity(m) ** 2 / (2 * p.border_sigma ** 2)))
+            if score >= p.min_score:
+                objects.append((m, score))
+                objects_so_far |= m.flatten()
             taken |= m.flatten()
         # found cells leave the graph; so does a rejected side, or the next cut repeats it
         free &= ~(taken if taken.any() else side)

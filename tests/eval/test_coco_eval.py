@@ -55,3 +55,25 @@ def test_baselines_on_flat_colour_objects():
 def test_table_has_rows_and_columns():
     t = format_table({"a": {"segm": {"AP": 1.234}, "bbox": {"AP": 2.0}}}, title="T")
     assert "| a | 1.2 |" in t and "### T" in t
+
+
+def test_threshold_and_watershed_baselines():
+    """Otsu + components finds separate discs; the watershed splits two touching ones."""
+    from pipeline.eval.baselines import threshold_components, watershed_split
+    yy, xx = np.mgrid[0:80, 0:120]
+    a = (yy - 40) ** 2 + (xx - 35) ** 2 <= 15 ** 2
+    b = (yy - 40) ** 2 + (xx - 63) ** 2 <= 15 ** 2      # touches a (centres 28 px apart)
+    c = (yy - 40) ** 2 + (xx - 100) ** 2 <= 10 ** 2
+    img = np.full((80, 120, 3), 40, np.uint8)
+    img[a | b | c] = 220
+
+    def best_iou(props, gt):
+        return max((m & gt).sum() / (m | gt).sum() for m, _ in props)
+
+    comps = threshold_components(img)
+    assert best_iou(comps, c) > 0.9 and best_iou(comps, a | b) > 0.9   # a, b merged
+    split = watershed_split(img)
+    assert best_iou(split, a) > 0.8 and best_iou(split, b) > 0.8 and best_iou(split, c) > 0.9
+    dark_objects = threshold_components(255 - img)      # polarity: the minority side
+    assert best_iou(dark_objects, c) > 0.9
+    assert threshold_components(np.full((20, 20, 3), 9, np.uint8)) == []
