@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
 
-.PHONY: venv pseudo-labels free-masks maskrcnn compare annotate annotate-sync label-studio \
+.PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
@@ -35,6 +35,11 @@ pseudo-labels: $(STAMP)
 	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[val]
 	$(RUN) stage=baseline
 	$(RUN) stage=report
+
+# What the label-free half makes of real photographs (scikit-image's, no ground truth):
+# free masks with the CPU settings, overlays in outputs/cpu_photos/freemask/overlays/images/
+real-photos: $(STAMP)
+	$(RUN) dataset=photos stage=freemask freemask.splits=[images] backbone.weights=null
 
 # Mask R-CNN under each supervision level on the sample (needs pseudo-labels for solo/free_masks)
 maskrcnn: $(STAMP)

@@ -1,7 +1,7 @@
 """Resolve the configured dataset into splits: an image root plus a COCO dict (GT if any).
 
-Four kinds, one interface: `sample` and `coins` (generated on first use), `coco` (images +
-instances JSON per split), `folder` (a bare folder of images, no annotations).
+Five kinds, one interface: `sample`, `coins` and `photos` (generated on first use), `coco`
+(images + instances JSON per split), `folder` (a bare folder of images, no annotations).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import coins as coins_data
+from pipeline.data import photos as photos_data
 from pipeline.data import sample as sample_data
 from pipeline.data.coco import load_coco
 from pipeline.data.images import list_images
@@ -31,11 +32,14 @@ class Split:
         return self.coco["images"]
 
 
-GENERATED = ("sample", "coins")  # dataset kinds the project writes itself on first use
+GENERATED = ("sample", "coins", "photos")  # dataset kinds the project writes on first use
 
 
 def ensure_generated(cfg) -> None:
     """Generate a built-in dataset under cfg.root unless every split's JSON is there."""
+    if cfg.kind == "photos":
+        photos_data.generate(cfg.images)
+        return
     missing = [s for s in cfg.splits if not Path(cfg.splits[s].json).is_file()]
     if not missing:
         return
@@ -70,7 +74,7 @@ def get_split(cfg, name: str) -> Split:
     """The split `name` of dataset config `cfg`."""
     if cfg.kind in GENERATED:
         ensure_generated(cfg)
-    if cfg.kind == "folder":
+    if cfg.kind in ("folder", "photos"):
         if name not in ("images", "train", "val"):
             raise UserError(f"dataset=folder has one split of images, got split {name!r}")
         return _folder_split(name, cfg.images)

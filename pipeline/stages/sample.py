@@ -10,4 +10,5 @@ def run(cfg) -> dict:
         raise UserError(f"stage=sample writes the built-in datasets only "
                         f"(dataset={' or dataset='.join(GENERATED)}); got {cfg.dataset.kind!r}")
     ensure_generated(cfg.dataset)
-    return {s: str(cfg.dataset.splits[s].json) for s in cfg.dataset.splits}
+    return {s: str(cfg.dataset.splits[s].get("json") or cfg.dataset.splits[s].images)
+            for s in cfg.dataset.splits}

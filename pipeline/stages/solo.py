@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from pycocotools import mask as mask_utils
 
 from pipeline import dist
 from pipeline.data.coco import load_coco, make_coco, mask_to_annotation, save_coco
@@ -80,9 +82,21 @@ class SoloPredictor:
         return anns
 
 
-def self_training_filter(coco: dict, st, width_of) -> dict:
+def _rle(a: dict) -> dict:
+    seg = dict(a["segmentation"])
+    if isinstance(seg["counts"], str):
+        seg["counts"] = seg["counts"].encode("ascii")
+    return seg
+
+
+def self_training_filter(coco: dict, st, width_of, previous: dict | None = None) -> dict:
     """Keep confident predictions as next-round targets (FreeSOLO Sec. 3.2): score
-    threshold, at most `max_per_image`, boxes spanning (almost) the whole width dropped."""
+    threshold, at most `max_per_image`, boxes spanning (almost) the whole width dropped.
+
+    With `previous` (this round's own targets) and st.keep_previous_iou > 0, a previous
+    target that no kept prediction overlaps at mask IoU >= keep_previous_iou stays a target
+    (CutLER Sec. 3.3 keeps MaskCut masks beside the detector's), so an object the student
+    missed is not lost to the next round."""
     by = {}
     for a in sorted(coco["annotations"], key=lambda a: -a["score"]):
         if a["score"] < st.score_threshold:
@@ -92,6 +106,19 @@ def self_training_filter(coco: dict, st, width_of) -> dict:
         kept = by.setdefault(a["image_id"], [])
         if len(kept) < st.max_per_image:
             kept.append({k: v for k, v in a.items() if k != "id"})
+    if previous is not None and st.get("keep_previous_iou", 0) > 0:
+        old = {}
+        for a in previous["annotations"]:
+            old.setdefault(a["image_id"], []).append(a)
+        for image_id, prev in old.items():
+            kept = by.setdefault(image_id, [])
+            if kept:
+                iou = mask_utils.iou([_rle(a) for a in prev], [_rle(a) for a in kept],
+                                     [0] * len(kept))
+                prev = [a for a, row in zip(prev, np.atleast_2d(iou))
+                        if row.max() < st.keep_previous_iou]
+            kept += [{k: v for k, v in a.items() if k not in ("id", "embedding")}
+                     for a in prev]
     anns = [a for im in coco["images"] for a in by.get(im["id"], [])]
     return make_coco(coco["images"], anns, coco["categories"],
                      {"description": "weakseg pseudo-labels (self-supervised SOLO)"})
@@ -167,7 +194,7 @@ def run(cfg) -> dict:
             results[f"round{r}/{split_name}"] = res
             if split_name == s.train_split:
                 widths = {im["id"]: im["width"] for im in coco["images"]}
-                targets = self_training_filter(coco, s.self_training, widths)
+                targets = self_training_filter(coco, s.self_training, widths, targets)
                 save_coco(round_dir / "pseudo_labels.json", targets)
                 if not targets["annotations"] and r < int(s.rounds):
                     raise UserError(

@@ -1,0 +1,30 @@
+"""Self-training targets: confident predictions, plus the previous targets they miss."""
+import numpy as np
+from omegaconf import OmegaConf
+
+from pipeline.data.coco import make_coco, mask_to_annotation
+from pipeline.stages.solo import self_training_filter
+
+
+def box_mask(y0, x0, size=10, hw=(40, 40)):
+    m = np.zeros(hw, bool)
+    m[y0:y0 + size, x0:x0 + size] = True
+    return m
+
+
+def test_previous_targets_the_student_missed_are_kept():
+    images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 40}]
+    preds = make_coco(images, [
+        mask_to_annotation(box_mask(0, 0), 1, score=0.9),          # found object A
+        mask_to_annotation(box_mask(20, 20), 1, score=0.1)])       # too unsure: dropped
+    previous = make_coco(images, [
+        mask_to_annotation(box_mask(1, 1), 1, score=0.8, embedding=[0.0]),   # A again
+        mask_to_annotation(box_mask(20, 0), 1, score=0.7, embedding=[0.0])])  # B: missed
+    st = OmegaConf.create({"score_threshold": 0.3, "max_per_image": 20,
+                           "max_box_width_frac": 0.95, "keep_previous_iou": 0.5})
+    out = self_training_filter(preds, st, {1: 40}, previous)
+    boxes = sorted(a["bbox"][:2] for a in out["annotations"])
+    assert boxes == [[0.0, 0.0], [0.0, 20.0]]            # A (predicted) and B (kept)
+    assert all("embedding" not in a for a in out["annotations"])
+    st.keep_previous_iou = 0
+    assert len(self_training_filter(preds, st, {1: 40}, previous)["annotations"]) == 1
