@@ -194,9 +194,11 @@ def run(cfg) -> dict:
             results[f"round{r}/{split_name}"] = res
             if split_name == s.train_split:
                 widths = {im["id"]: im["width"] for im in coco["images"]}
+                confident = any(a["score"] >= s.self_training.score_threshold
+                                for a in coco["annotations"])
                 targets = self_training_filter(coco, s.self_training, widths, targets)
                 save_coco(round_dir / "pseudo_labels.json", targets)
-                if not targets["annotations"] and r < int(s.rounds):
+                if not confident and r < int(s.rounds):
                     raise UserError(
                         f"SOLO round {r} predicted no mask with score >= "
                         f"solo.self_training.score_threshold={s.self_training.score_threshold} "
