@@ -31,7 +31,6 @@ class MaskCutParams:
     colour_sigma: float = 10.0    # Lab units
     position_sigma: float = 0.1   # fraction of the grid's longer side
     score: str = "contrast"       # contrast: boundary_contrast; ncut: 1 - ncut / 2
-    border_sigma: float = 0.0     # >0: down-weight masks stretched along the image border
     max_cuts: int = 0             # cuts per image at most (0: 2 x max_objects)
     min_score: float = 0.05       # pieces scored lower leave the graph but are not objects
     min_cells: int = 2            # smaller components are dropped
@@ -98,14 +97,6 @@ def boundary_contrast(w: torch.Tensor, mask: np.ndarray, around: np.ndarray) -> 
     return float((1 - across / within.clamp(min=1e-12)).clamp(0, 1))
 
 
-def boundary_connectivity(mask: np.ndarray) -> float:
-    """Cells of the mask on the image border / sqrt(mask area) (Zhu et al., CVPR 2014,
-    Sec. 3): background regions stretch along the border, objects mostly do not."""
-    edge = np.ones_like(mask)
-    edge[1:-1, 1:-1] = False
-    return float((mask & edge).sum() / np.sqrt(max(mask.sum(), 1)))
-
-
 def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
     """Objects of one image at feature resolution.
 
@@ -123,7 +114,6 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
         w_all = w_all + p.colour_weight * colour_affinity(lab.float(), p.colour_sigma,
                                                           p.position_sigma)
     free = np.ones(n, bool)                  # cells still in the graph
-    objects_so_far = np.zeros(n, bool)
     objects = []
     for _ in range(p.max_cuts or 2 * p.max_objects):
         if len(objects) >= p.max_objects:
@@ -143,7 +133,6 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
         if corners >= 3 or part.sum() > p.max_area_frac * n:
             # the seed's side holds most corners or most of the image: it is the background
             part = ~part
-            seed = int(np.where(part, np.abs(x), -1).argmax())
             side = np.zeros(n, bool)
             side[idx[part]] = True
         comps, num = ndi.label(side.reshape(h, w))
@@ -161,14 +150,11 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
             m = comps == lbl
             if not lbl or not p.min_cells <= m.sum() <= p.max_area_frac * n:
                 continue
-            score = (boundary_contrast(w_all, m, (free & ~objects_so_far).reshape(h, w))
+            score = (boundary_contrast(w_all, m, (free & ~taken).reshape(h, w))
                      if p.score == "contrast"
                      else max(0.0, 1.0 - ncut_value(sub, torch.from_numpy(m.flatten()[idx])) / 2))
-            if p.border_sigma > 0:  # background prior: weight exp(-BndCon^2 / 2 sigma^2)
-                score *= float(np.exp(-boundary_connectivity(m) ** 2 / (2 * p.border_sigma ** 2)))
             if score >= p.min_score:
                 objects.append((m, score))
-                objects_so_far |= m.flatten()
             taken |= m.flatten()
         # found cells leave the graph; so does a rejected side, or the next cut repeats it
         free &= ~(taken if taken.any() else side)
