@@ -84,11 +84,9 @@ def _foreground(image: np.ndarray, local_block: float = 0.0) -> np.ndarray:
 
 def _components(labels: np.ndarray, min_area_frac: float, max_area_frac: float, top_k: int):
     n = labels.size
-    out = []
-    for i in range(1, labels.max() + 1):
-        m = labels == i
-        if min_area_frac * n <= m.sum() <= max_area_frac * n:
-            out.append((m, _compactness(m)))
+    sizes = np.bincount(labels.ravel())
+    keep = np.flatnonzero((sizes >= min_area_frac * n) & (sizes <= max_area_frac * n))
+    out = [(m, _compactness(m)) for m in (labels == i for i in keep if i)]
     out.sort(key=lambda t: -t[1])
     return out[:top_k]
 
