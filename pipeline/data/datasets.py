@@ -36,7 +36,8 @@ GENERATED = ("sample", "coins", "photos")  # dataset kinds the project writes on
 
 
 def ensure_generated(cfg) -> None:
-    """Generate a built-in dataset under cfg.root unless every split's JSON is there."""
+    """Write a built-in dataset on first use: the photos that are missing, or every split
+    whose JSON is missing (the JSON is written last, so a present one means a whole split)."""
     if cfg.kind == "photos":
         photos_data.generate(cfg.images)
         return
@@ -79,7 +80,8 @@ def get_split(cfg, name: str) -> Split:
             raise UserError(f"dataset=folder has one split of images, got split {name!r}")
         return _folder_split(name, cfg.images)
     if cfg.kind not in (*GENERATED, "coco"):
-        raise UserError(f"dataset.kind must be sample, coins, coco or folder; got {cfg.kind!r}")
+        raise UserError(f"dataset.kind must be one of {', '.join(GENERATED)}, coco or folder; "
+                        f"got {cfg.kind!r}")
     if name not in cfg.splits:
         raise UserError(f"dataset {cfg.name} has no split {name!r}; it has {list(cfg.splits)}")
     sc = cfg.splits[name]
