@@ -17,7 +17,7 @@ def connect(url: str, token: str):
         ok = False
     if not ok:
         raise UserError(f"Label Studio is not reachable at {url}; start it with "
-                        f"`make label-studio` or set annotation.url")
+                        f"`make label-studio` or set annotation.host and annotation.port")
     client = LabelStudio(base_url=url, api_key=token)
     try:
         client.users.whoami()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -119,6 +120,24 @@ def start(data_dir, port: int, token: str, username: str, password: str,
     raise UserError(f"Label Studio did not answer {url}/health within {wait_s:.0f} s; see {log}")
 
 
+def password_file(data_dir) -> Path:
+    return Path(data_dir) / "admin_password.txt"
+
+
+def admin_password(data_dir) -> str:
+    """The local admin's password: random, made once, kept owner-only in the server's data
+    folder (never derived from the API token, which scripts pass around)."""
+    f = password_file(data_dir)
+    if f.is_file():
+        return f.read_text().strip()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    pw = secrets.token_urlsafe(18)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(pw + "\n")
+    return pw
+
+
 def running(data_dir) -> Server | None:
     """The server started earlier for `data_dir`, if it still answers."""
     f = Path(data_dir) / "server.json"
@@ -142,9 +161,10 @@ def main(argv: list[str]) -> int:
             return 2
         t0 = time.time()
         s = start(argv[1], int(argv[2]), tok, "admin@weakseg.local",
-                  os.environ.get("LABEL_STUDIO_PASSWORD", tok[:16]), argv[3])
+                  os.environ.get("LABEL_STUDIO_PASSWORD") or admin_password(argv[1]), argv[3])
         print(f"Label Studio at {s.url} (pid {s.pid}, up in {time.time() - t0:.0f} s); "
-              f"log in as admin@weakseg.local")
+              f"log in as admin@weakseg.local, password: $LABEL_STUDIO_PASSWORD if set, "
+              f"else the file {password_file(argv[1])}")
         return 0
     if len(argv) == 2 and argv[0] == "stop":
         s = running(argv[1])

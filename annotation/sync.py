@@ -31,12 +31,19 @@ def pull(client, project: int, raw_dir: Path) -> dict:
         task = _dump(t)
         seen.add(str(task["id"]))
         anns = task.get("annotations") or []
-        if not anns:
+        raw = raw_dir / f"task_{task['id']}.json"
+        if not anns and not raw.is_file():
             continue
-        stamp = max(str(a.get("updated_at") or a.get("created_at") or a.get("id")) for a in anns)
-        if state.get(str(task["id"])) == stamp and (raw_dir / f"task_{task['id']}.json").is_file():
+        stamp = (max(str(a.get("updated_at") or a.get("created_at") or a.get("id"))
+                     for a in anns) if anns else "no annotations")
+        if state.get(str(task["id"])) == stamp and raw.is_file():
             continue
-        write_json(raw_dir / f"task_{task['id']}.json", task)
+        if not anns:  # every annotation deleted on the server: its old points must go too
+            log.warning("task %s lost all its annotations on the server; its points are "
+                        "dropped (last export kept as %s)", task["id"],
+                        f"annotations_deleted_task_{task['id']}.json")
+            raw.replace(raw_dir / f"annotations_deleted_task_{task['id']}.json")
+        write_json(raw, task)
         state[str(task["id"])] = stamp
         changed += 1
     # tasks deleted on the server: their raw files stay (nothing lost) but are marked
@@ -63,13 +70,22 @@ def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
         data = task.get("data", {})
         image_id = data.get("weakseg_image_id")
         name = str(data.get("file_name", ""))
-        if image_id is None or int(image_id) not in images:
+        try:
+            image_id = int(image_id)
+        except (TypeError, ValueError):
+            warnings.append(f"{f.name}: image id {image_id!r} is not a number; skipped")
+            continue
+        if image_id not in images:
             warnings.append(f"{f.name}: image {image_id} is not in this dataset; skipped")
             continue
         if not (root / name).resolve().is_relative_to(root):
             warnings.append(f"{f.name}: image path {name!r} escapes the dataset root; skipped")
             continue
-        info = images[int(image_id)]
+        info = images[image_id]
+        if name != info["file_name"]:  # points placed on one image must not land on another
+            warnings.append(f"{f.name}: task shows {name!r} but image {image_id} is "
+                            f"{info['file_name']!r} in this dataset; skipped")
+            continue
         done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
         if not done:
             continue

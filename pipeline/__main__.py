@@ -5,11 +5,14 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.errors import UserError
+from pipeline.io import write_text
+from pipeline.lock import FolderInUse, folder_lock
 from pipeline.stages import STAGES
 
 log = logging.getLogger("pipeline")
@@ -25,30 +28,35 @@ def run_stage(cfg: DictConfig):
     import torch
     torch.set_num_threads(int(cfg.hardware.threads) or torch.get_num_threads())
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
-    return module.run(cfg)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all ranks
+        return module.run(cfg)
+    with folder_lock(cfg.run_dir):
+        # written under the lock: Hydra's .hydra/config.yaml is rewritten by any run that
+        # starts in this folder, even one refused at once
+        run_dir = Path(cfg.run_dir)
+        (run_dir / "error.txt").unlink(missing_ok=True)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        return module.run(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from pathlib import Path
 
     hc = HydraConfig.get()
     with open_dict(cfg):
         cfg.run_dir = hc.runtime.output_dir
     run_dir = Path(cfg.run_dir)
+    # a finished sweep job is run again, never skipped on its folder name: its stages reuse
+    # only weights and shards whose fingerprints match this job's inputs
     sweep = hc.mode == RunMode.MULTIRUN
-    done = run_dir / ".done"
-    if sweep and done.is_file():
-        log.info("job already finished in %s (delete the folder to redo it)", run_dir)
-        return None
-    (run_dir / "error.txt").unlink(missing_ok=True)
     try:
         result = run_stage(cfg)
     except Exception as e:
         # a failed sweep job leaves its reason where the comparison table will find it
-        (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+        if not isinstance(e, FolderInUse):  # that folder is another run's
+            write_text(run_dir / "error.txt", f"{type(e).__name__}: {e}\n")
         if sweep:
             raise
         if isinstance(e, UserError):
@@ -56,7 +64,6 @@ def main(cfg: DictConfig):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         raise
-    done.write_text(cfg.stage + "\n")
     return result
 
 

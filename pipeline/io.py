@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a killed run) never sees a half-written output."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,18 @@ from typing import Any, Callable
 from pipeline.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what open() would give: outputs readable like any other file
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    """Write through a temp file unique to this call, then rename: readers and concurrent
+    writers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -19,11 +31,20 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _MODE)  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left in {path.parent} while writing {path.name}; free "
+                            f"space and rerun (finished work is kept)") from None
         raise
     return path
+
+
+def write_with(path, save: Callable[[Any], None]) -> Path:
+    """Atomic binary write by any saver taking a file object (PIL, matplotlib, numpy)."""
+    return _atomic(path, save, "wb")
 
 
 def write_json(path, obj: Any, indent: int | None = None) -> Path:

@@ -1,15 +1,15 @@
 """Run a per-image predictor over a split in resumable shards.
 
-Shards of `shard_size` images are written atomically; a rerun (after a crash or kill -9)
-skips finished shards, and shards made under a different configuration are discarded.
-The merged file is identical to that of an uninterrupted run.
+Shards of `shard_size` images are written atomically, each with the fingerprint of what made
+it: the settings, `strict`, and the identity of each of its images (resolved folder, file
+name, size, mtime). A rerun (after a crash or kill -9) reuses a shard only when that
+fingerprint matches, so another image folder, an image repaired in place or a stricter rerun
+recomputes exactly the shards concerned. The merged file is identical to that of an
+uninterrupted run.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -22,16 +22,12 @@ from pipeline.data.datasets import Split
 from pipeline.data.images import ImageReadError, read_rgb
 from pipeline.errors import UserError
 from pipeline.io import read_json, write_json
+from pipeline.provenance import fingerprint, image_identities
 
 log = logging.getLogger(__name__)
 
 # predictor(list of (image_info, HxWx3 uint8)) -> list of annotation lists, one per image
 Predictor = Callable[[list[tuple[dict, np.ndarray]]], list[list[dict]]]
-
-
-def fingerprint(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:16]
 
 
 def load_images(split: Split, infos: list[dict], workers: int = 4, strict: bool = False):
@@ -69,34 +65,40 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
     """Predict every image of `split`; write the merged COCO file; return (coco, skipped)."""
     work_dir = Path(work_dir)
     infos = sorted(split.images, key=lambda im: im["id"])
-    key = fingerprint(config_key, [(im["id"], im["file_name"]) for im in infos], shard_size)
-    manifest = work_dir / "manifest.json"
-    if work_dir.exists():
-        old = read_json(manifest).get("fingerprint") if manifest.is_file() else None
-        if old != key:
-            log.warning("discarding shards in %s: they were made with another configuration",
-                        work_dir)
-            shutil.rmtree(work_dir)
-    write_json(manifest, {"fingerprint": key, "num_images": len(infos), "shard_size": shard_size})
-
     chunks = [infos[i:i + shard_size] for i in range(0, len(infos), shard_size)]
-    done = sum((work_dir / f"shard_{i:05d}.json").is_file() for i in range(len(chunks)))
-    if done:
-        log.info("resuming: %d of %d shards already done in %s", done, len(chunks), work_dir)
+    keys = [fingerprint(config_key, bool(strict), image_identities(split.image_root, chunk))
+            for chunk in chunks]
+    paths = [work_dir / f"shard_{i:05d}.json" for i in range(len(chunks))]
+    done = [_shard_key(p) == k for p, k in zip(paths, keys)]
+    stale = sum(p.is_file() and not d for p, d in zip(paths, done))
+    if stale:
+        log.warning("recomputing %d shard(s) in %s: made from other images or settings",
+                    stale, work_dir)
+    if any(done):
+        log.info("resuming: %d of %d shards already done in %s", sum(done), len(chunks),
+                 work_dir)
     bar = tqdm(total=len(infos), desc=desc, unit="img", disable=not progress)
-    for i, chunk in enumerate(chunks):
-        shard = work_dir / f"shard_{i:05d}.json"
-        if shard.is_file():
+    for chunk, shard, key, ok in zip(chunks, paths, keys, done):
+        if ok:
             bar.update(len(chunk))
             continue
         loaded, skipped = load_images(split, chunk, workers, strict)
         anns = predictor(loaded) if loaded else []
-        write_json(shard, {"images": [im for im, _ in loaded],
+        write_json(shard, {"fingerprint": key, "images": [im for im, _ in loaded],
                            "annotations": [a for per in anns for a in per],
                            "skipped": skipped})
         bar.update(len(chunk))
     bar.close()
     return merge_shards(work_dir, len(chunks), out_json, categories, info)
+
+
+def _shard_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path).get("fingerprint")
+    except UserError:  # unreadable shard: recompute it
+        return None
 
 
 def merge_shards(work_dir, n: int, out_json, categories=None, info=None):

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.data.coco import decode_segmentation
+from pipeline.io import write_with
 
 
 def _palette(n: int, seed: int = 3) -> np.ndarray:
@@ -51,8 +52,6 @@ def save_overlays(out_dir, images: list[tuple[dict, np.ndarray]], coco: dict,
         if scale != 1:
             both = both.resize((both.width * scale, both.height * scale), Image.NEAREST)
         p = out_dir / f"{Path(info['file_name']).stem}.png"
-        tmp = p.with_name(f".{p.name}.tmp")
-        both.save(tmp, format="PNG")
-        tmp.replace(p)
+        write_with(p, lambda f, im=both: im.save(f, format="PNG"))
         paths.append(p)
     return paths

@@ -15,7 +15,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from pipeline.data.coco import make_coco, mask_to_annotation
-from pipeline.io import write_json
+from pipeline.io import write_json, write_with
 
 CATEGORIES = [{"id": 1, "name": "coin", "supercategory": "object"}]
 
@@ -56,9 +56,8 @@ def generate(root, splits=None, min_area: int = 20) -> dict[str, Path]:
         for y0, x0, h, w in windows[split]:
             iid = len(images) + 1
             name = f"coins_{y0:03d}_{x0:03d}.png"
-            tmp = root / split / f".{name}.tmp"
-            Image.fromarray(np.stack([img[y0:y0 + h, x0:x0 + w]] * 3, -1)).save(tmp, "PNG")
-            tmp.replace(root / split / name)
+            crop = Image.fromarray(np.stack([img[y0:y0 + h, x0:x0 + w]] * 3, -1))
+            write_with(root / split / name, lambda f, c=crop: c.save(f, "PNG"))
             images.append({"id": iid, "file_name": name, "height": h, "width": w})
             sub = labels[y0:y0 + h, x0:x0 + w]
             for v in np.unique(sub[sub > 0]):

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.io import write_with
+
 NAMES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")
 
 
@@ -19,8 +21,6 @@ def generate(root) -> list[Path]:
         path = root / f"{name}.png"
         if not path.is_file():
             arr = np.asarray(getattr(data, name)())
-            tmp = root / f".{name}.png.tmp"
-            Image.fromarray(arr).save(tmp, "PNG")
-            tmp.replace(path)
+            write_with(path, lambda f, a=arr: Image.fromarray(a).save(f, "PNG"))
         out.append(path)
     return out

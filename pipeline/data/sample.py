@@ -15,7 +15,7 @@ from skimage.draw import polygon as draw_polygon
 from tqdm import tqdm
 
 from pipeline.data.coco import make_coco, mask_to_annotation
-from pipeline.io import write_json
+from pipeline.io import write_json, write_with
 
 CATEGORIES = [
     {"id": i + 1, "name": n, "supercategory": "shape"}
@@ -150,9 +150,7 @@ def generate(root, seed: int = 0, splits: dict | None = None, size: int = 160,
             img, instances = render_image(seed, split, i, size, tuple(objects),
                                           tuple(object_size), min_visible_area)
             name = f"{split}_{i:05d}.png"
-            tmp = img_dir / f".{name}.tmp"
-            Image.fromarray(img).save(tmp, format="PNG")
-            tmp.replace(img_dir / name)
+            write_with(img_dir / name, lambda f, a=img: Image.fromarray(a).save(f, "PNG"))
             image_id = i + 1
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
             anns += [mask_to_annotation(m, image_id, c) for c, m in instances]

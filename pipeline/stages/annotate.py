@@ -29,7 +29,7 @@ def ensure_server(a) -> str:
         return url
     if not a.start_server:
         raise UserError(f"Label Studio is not running at {url}; run `make label-studio`")
-    password = os.environ.get(a.password_env) or token(a)[:16]
+    password = os.environ.get(a.password_env) or ls_server.admin_password(a.data_dir)
     s = ls_server.start(a.data_dir, int(a.port), token(a), a.username, password,
                         a.document_root)
     log.info("started Label Studio (pid %d) at %s; stop it with `make label-studio-stop`",
@@ -48,5 +48,7 @@ def run(cfg) -> dict:
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
                             n_points=int(a.points_per_box), seed=int(a.seed))
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
-          f"({res['imported']} new tasks, {res['existing']} already there)\n")
+          f"({res['imported']} new tasks, {res['existing']} already there)\n"
+          f"log in as {a.username}; password: ${a.password_env} if set, else the file "
+          f"{ls_server.password_file(a.data_dir)}\n")
     return dict(res, project=pid, url=url)

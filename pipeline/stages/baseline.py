@@ -8,6 +8,7 @@ from pipeline.data.coco import mask_to_annotation
 from pipeline.data.datasets import get_split
 from pipeline.eval.baselines import BASELINES
 from pipeline.errors import UserError
+from pipeline.provenance import BATCHING, settings
 from pipeline.reporting import finish_split
 from pipeline.sharded import run_sharded
 
@@ -30,7 +31,7 @@ def run(cfg) -> dict:
             split = get_split(cfg.dataset, split_name)
             out_json = out_dir / f"{method}_{split_name}.json"
             coco, skipped = run_sharded(split, predict, out_json, out_dir / "shards" / split_name,
-                                        config_key=[method, kwargs], shard_size=b.shard_size,
+                                        config_key=[method, settings(kwargs, BATCHING)], shard_size=b.shard_size,
                                         workers=cfg.hardware.workers, strict=cfg.strict,
                                         progress=cfg.progress, desc=f"{method} {split_name}")
             results[f"{method}/{split_name}"] = finish_split(

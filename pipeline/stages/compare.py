@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
 from pipeline.eval.cost import measured_lead_time, seconds_per_instance
-from pipeline.io import read_json, write_text
+from pipeline.io import read_json, write_text, write_with
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
     rows = []
     for cfg_file in sorted(sweep.rglob(".hydra/config.yaml")):  # values with / nest folders
         job = cfg_file.parent.parent
-        c = OmegaConf.load(cfg_file)
+        # the copy the job wrote under its folder lock; Hydra's may be a refused run's
+        mine = job / "config.yaml"
+        c = OmegaConf.load(mine if mine.is_file() else cfg_file)
         sv = c.supervision
         n_points = int(sv.get("points", 0) or 0) if sv.mask_loss == "points" else 0
         measured = None
@@ -122,10 +124,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    write_with(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def run(cfg) -> dict:

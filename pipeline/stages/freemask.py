@@ -25,6 +25,7 @@ from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.free_mask import (FreeMaskParams, border_strip, embed, free_masks,
                                        upsample_masks)
 from pipeline.models.maskcut import MaskCutParams, maskcut
+from pipeline.provenance import BATCHING, file_identity, settings
 from pipeline.reporting import finish_split
 from pipeline.sharded import run_sharded
 
@@ -147,17 +148,14 @@ def run(cfg) -> dict:
     backbone = build_backbone(cfg.backbone)
     predictor = FreeMaskPredictor(backbone, fm, device)
     weights = cfg.backbone.get("weights")
-    weights_id = None
-    if weights:
-        st = Path(weights).stat()
-        weights_id = (str(weights), st.st_size, st.st_mtime_ns)
+    key = [settings(fm, BATCHING), settings(cfg.backbone), file_identity(weights)]
     results = {}
     for split_name in fm.splits:
         split = get_split(cfg.dataset, split_name)
         out_json = out_dir / f"free_masks_{split_name}.json"
         coco, skipped = run_sharded(
             split, predictor, out_json, out_dir / "shards" / split_name,
-            config_key=[dict(fm), dict(cfg.backbone), weights_id],
+            config_key=key,
             shard_size=fm.shard_size, workers=cfg.hardware.workers, strict=cfg.strict,
             progress=cfg.progress, desc=f"free masks {split_name}",
             info={"description": f"weakseg free masks ({fm.method})",

@@ -24,6 +24,8 @@ from pipeline.eval.coco_eval import evaluate, format_table
 from pipeline.io import save_torch
 from pipeline.models.backbone import build_backbone
 from pipeline.models.maskrcnn import build_maskrcnn
+from pipeline.provenance import (BATCHING, ENGINEERING, content_hash, file_identity, fingerprint, guard,
+                                 image_identities, settings, stamp_of)
 from pipeline.reporting import finish_split, update_json
 from pipeline.sharded import run_sharded
 from pipeline.train import cosine_with_warmup, train
@@ -46,6 +48,19 @@ def training_targets(cfg, split) -> tuple[dict, bool]:
         data = points_from_masks(data, n=int(sv.points), seed=int(sv.point_seed))
         save_coco(Path(cfg.run_dir) / f"points_{split.name}.json", data)  # what we trained on
     return data, bool(sv.agnostic)
+
+
+def weights_fingerprint(cfg, split, targets) -> str:
+    """What the trained weights are made from: model and training settings, the supervision
+    (its settings and the targets' content: masks or points), the training images, the
+    backbone checkpoint. Inference settings are not part of it."""
+    mc = cfg.maskrcnn
+    model = {k: v for k, v in settings(mc).items() if k not in ("inference", "eval_split")}
+    return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
+                       settings(cfg.backbone), cfg.seed,
+                       file_identity(cfg.backbone.get("weights")),
+                       content_hash(targets["annotations"]),
+                       image_identities(split.image_root, split.images))
 
 
 class MaskRCNNPredictor:
@@ -97,6 +112,8 @@ def run(cfg) -> dict:
         box_detections_per_img=mc.inference.max_per_image,
         box_score_thresh=mc.inference.score_threshold).to(device)
     final = out_dir / "model.pt"
+    if dist.is_main():
+        guard(out_dir, weights_fingerprint(cfg, split, targets))
     if final.is_file():
         model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
         log.info("already trained: %s", final)
@@ -133,7 +150,7 @@ def run(cfg) -> dict:
     out_json = out_dir / f"predictions_{val.name}.json"
     coco, skipped = run_sharded(val, MaskRCNNPredictor(model, cfg, device, label_to_cat),
                                 out_json, out_dir / "shards" / val.name,
-                                config_key=[dict(mc.inference), str(final.stat().st_mtime_ns)],
+                                config_key=[settings(mc.inference, BATCHING), stamp_of(out_dir)],
                                 shard_size=mc.inference.shard_size, workers=cfg.hardware.workers,
                                 strict=cfg.strict, progress=cfg.progress,
                                 desc=f"maskrcnn {sv.name} {val.name}",

@@ -16,6 +16,7 @@ from pipeline.data.datasets import get_split
 from pipeline.io import save_torch
 from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
 from pipeline.models.densecl import DenseCL
+from pipeline.provenance import file_identity, fingerprint, guard, image_identities, settings
 from pipeline.train import cosine_with_warmup, train
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,18 @@ def run(cfg) -> dict:
     p = cfg.pretrain
     out_dir = Path(cfg.run_dir)
     final = out_dir / "backbone.pt"
-    if final.is_file() and not p.get("overwrite", False):
-        log.info("pretrained backbone already at %s; set pretrain.overwrite=true to redo", final)
+    split = get_split(cfg.dataset, p.split)
+    if p.get("overwrite", False):
+        for f in (final, out_dir / "last.pt"):
+            f.unlink(missing_ok=True)
+    key = fingerprint(settings(p), settings(cfg.backbone), cfg.seed,
+                      file_identity(p.get("init_weights")),
+                      image_identities(split.image_root, split.images))
+    if dist.is_main():
+        guard(out_dir, key, ("backbone.pt", "last.pt"), "a backbone")
+    if final.is_file():
+        log.info("pretrained backbone already at %s (made from these inputs); set "
+                 "pretrain.overwrite=true to redo", final)
         return {"backbone": str(final)}
     device = dist.init(cfg.hardware.device)
     torch.manual_seed(cfg.seed)
@@ -36,7 +47,7 @@ def run(cfg) -> dict:
     model = DenseCL(backbone, dim=p.dim, hidden=p.hidden, queue_size=p.queue_size,
                     momentum=p.momentum, temperature=p.temperature,
                     dense_weight=p.dense_weight).to(device)
-    bank = ImageBank(get_split(cfg.dataset, p.split), cache=p.cache_images,
+    bank = ImageBank(split, cache=p.cache_images,
                      max_side=p.max_side, workers=cfg.hardware.workers)
     augment = moco_v2_augment(p.crop_size, p.crop_scale)
     lr = p.base_lr * p.batch_size * dist.world_size() / 256  # linear scaling rule

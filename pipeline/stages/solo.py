@@ -7,8 +7,6 @@ split, plus per-round predictions, metrics and overlays under `round{r}/`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -28,7 +26,9 @@ from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
     solo_predict
 from pipeline.reporting import finish_split, update_json
-from pipeline.sharded import fingerprint, run_sharded
+from pipeline.provenance import (BATCHING, content_hash, file_identity, fingerprint, guard,
+                                 image_identities, settings, stamp_of)
+from pipeline.sharded import run_sharded
 from pipeline.train import cosine_with_warmup, train
 
 log = logging.getLogger(__name__)
@@ -126,48 +126,31 @@ def self_training_filter(coco: dict, st, width_of, previous: dict | None = None)
                      {"description": "weakseg pseudo-labels (self-supervised SOLO)"})
 
 
-def _file_identity(path) -> list | str:
-    f = Path(path) if path else None
-    return [str(f), f.stat().st_size, f.stat().st_mtime_ns] if f and f.is_file() else str(path)
-
-
-def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None) -> str:
+def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:
     """What a round's weights are made from: training settings, the targets' content, the
-    backbone checkpoint's identity and the weights it starts from."""
+    training images, the backbone checkpoint and the weights it starts from."""
     s = cfg.solo
-    settings = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
-                s.head_convs, s.mask_channels, s.num_classes, cfg.seed, r, dict(cfg.backbone)]
-    content = hashlib.sha1(json.dumps(targets["annotations"], sort_keys=True).encode())
-    return fingerprint(settings, _file_identity(cfg.backbone.get("weights")),
-                       _file_identity(init_from), content.hexdigest())
-
-
-def check_round_inputs(round_dir: Path, key: str) -> None:
-    """A round folder holds weights of one set of inputs: refuse, in one line, to reuse or
-    resume weights made from other ones (a stale model reported as new is the worst bug)."""
-    stamp = round_dir / "inputs.json"
-    made = [f for f in ("model.pt", "last.pt") if (round_dir / f).is_file()]
-    if not made:
-        write_json(stamp, {"fingerprint": key})
-    elif not stamp.is_file() or read_json(stamp).get("fingerprint") != key:
-        raise UserError(f"{round_dir / made[0]} was trained from other inputs (free masks, "
-                        f"settings or backbone changed since); delete {round_dir.parent} to "
-                        f"retrain, or give this run another run_name")
+    model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
+             s.head_convs, s.mask_channels, s.num_classes, cfg.backbone]
+    return fingerprint([settings(n) for n in model], cfg.seed, r,
+                       file_identity(cfg.backbone.get("weights")), file_identity(init_from),
+                       content_hash(targets["annotations"]),
+                       image_identities(split.image_root, split.images))
 
 
 def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
     s = cfg.solo
     final = round_dir / "model.pt"
     model = build_model(cfg, device)
+    split = get_split(cfg.dataset, s.train_split)
     if dist.is_main():
-        check_round_inputs(round_dir, round_fingerprint(cfg, r, targets, init_from))
+        guard(round_dir, round_fingerprint(cfg, r, targets, init_from, split))
     if final.is_file():
         model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
         log.info("round %d already trained: %s", r, final)
         return model
     if init_from is not None:
         model.load_state_dict(torch.load(init_from, map_location=device, weights_only=True))
-    split = get_split(cfg.dataset, s.train_split)
     bank = InstanceBank(split, targets, cache=s.train.cache_images)
     t = s.train
     params = [p for p in model.parameters() if p.requires_grad]
@@ -213,7 +196,7 @@ def run(cfg) -> dict:
         model = train_round(cfg, r, targets, round_dir, init, device)
         prev = round_dir / "model.pt"
         predictor = SoloPredictor(model, s, device)
-        key = [dict(s), r, str(cfg.backbone.get("weights"))]
+        key = [settings(s.inference, BATCHING), stamp_of(round_dir)]  # the weights' own fingerprint
         for split_name in dict.fromkeys([s.train_split, s.eval_split]):
             split = get_split(cfg.dataset, split_name)
             out_json = round_dir / f"predictions_{split_name}.json"

@@ -30,35 +30,25 @@ def test_previous_targets_the_student_missed_are_kept():
     assert len(self_training_filter(preds, st, {1: 40}, previous)["annotations"]) == 1
 
 
-def test_round_weights_from_other_inputs_are_refused(tmp_path):
-    import pytest
-    from pipeline.errors import UserError
-    from pipeline.stages.solo import check_round_inputs
-    round_dir = tmp_path / "solo" / "round1"
-    round_dir.mkdir(parents=True)
-    check_round_inputs(round_dir, "a")                 # fresh: stamped
-    (round_dir / "last.pt").write_bytes(b"x")
-    check_round_inputs(round_dir, "a")                 # same inputs: resume allowed
-    with pytest.raises(UserError, match="last.pt was trained from other inputs.*delete"):
-        check_round_inputs(round_dir, "b")
-    (round_dir / "inputs.json").unlink()               # weights of unknown origin
-    (round_dir / "model.pt").write_bytes(b"x")
-    with pytest.raises(UserError, match="model.pt was trained from other inputs"):
-        check_round_inputs(round_dir, "a")
-
-
 def test_round_fingerprint_follows_targets_and_settings(tmp_path):
+    from pipeline.data.datasets import Split
     from pipeline.stages.solo import round_fingerprint
     from tests.conftest import make_cfg
     cfg = make_cfg(tmp_path, "backbone.weights=null")
     images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 40}]
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"one")
+    split = Split("train", tmp_path / "imgs", {"images": images, "annotations": []}, False)
     t1 = make_coco(images, [mask_to_annotation(box_mask(0, 0), 1, score=0.9)])
     t2 = make_coco(images, [mask_to_annotation(box_mask(5, 0), 1, score=0.9)])
-    key = round_fingerprint(cfg, 1, t1, None)
-    assert key == round_fingerprint(cfg, 1, t1, None)
-    assert key != round_fingerprint(cfg, 1, t2, None)          # other free masks
-    assert key != round_fingerprint(cfg, 2, t1, None)
+    key = round_fingerprint(cfg, 1, t1, None, split)
+    assert key == round_fingerprint(cfg, 1, t1, None, split)
+    assert key != round_fingerprint(cfg, 1, t2, None, split)          # other free masks
+    assert key != round_fingerprint(cfg, 2, t1, None, split)
     other = make_cfg(tmp_path, "backbone.weights=null", "solo.loss.dice=0.5")
-    assert key != round_fingerprint(other, 1, t1, None)        # other loss settings
-    same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3")
-    assert key == round_fingerprint(same, 1, t1, None)         # inference only: reuse
+    assert key != round_fingerprint(other, 1, t1, None, split)        # other loss settings
+    same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3",
+                    "solo.train.log_every=7")
+    assert key == round_fingerprint(same, 1, t1, None, split)         # no effect on weights
+    (tmp_path / "imgs" / "a.png").write_bytes(b"other image")
+    assert key != round_fingerprint(cfg, 1, t1, None, split)          # image replaced
