@@ -7,7 +7,8 @@ import urllib.request
 from pipeline.errors import UserError
 
 
-def connect(url: str, token: str):
+def connect(url: str, token: str, timeout: float = 60.0):
+    """A client whose calls give up after `timeout` s (a frozen server ends a sync)."""
     from label_studio_sdk import LabelStudio
 
     try:
@@ -18,7 +19,7 @@ def connect(url: str, token: str):
     if not ok:
         raise UserError(f"Label Studio is not reachable at {url}; start it with "
                         f"`make label-studio` or set annotation.host and annotation.port")
-    client = LabelStudio(base_url=url, api_key=token)
+    client = LabelStudio(base_url=url, api_key=token, timeout=timeout)
     try:
         client.users.whoami()
     except Exception as e:  # the SDK raises ApiError with status_code 401

@@ -56,27 +56,51 @@ def results_to_instances(results: list[dict], width: int, height: int,
     pixels as PointSup stores them: integer pixel indices [x, y].
     """
     boxes, points, warnings = [], [], []
+    present = {str(r.get("id")) for r in results if r.get("type") == "rectanglelabels"}
     for r in results:
-        v = r.get("value", {})
-        w = r.get("original_width") or width
-        h = r.get("original_height") or height
+        v = r.get("value") or {}
+        try:
+            w = float(r.get("original_width") or width)
+            h = float(r.get("original_height") or height)
+            if r.get("type") == "rectanglelabels":
+                x0, y0, bw, bh = (float(v[k]) * s / 100 for k, s in
+                                  (("x", w), ("y", h), ("width", w), ("height", h)))
+            elif r.get("type") == "keypointlabels":
+                px, py = float(v["x"]) * w / 100, float(v["y"]) * h / 100
+        except (KeyError, TypeError, ValueError):
+            warnings.append(f"region {r.get('id')!r} has missing or non-numeric coordinates; "
+                            f"skipped")
+            continue
         if r.get("type") == "rectanglelabels":
-            x0, y0 = v["x"] * w / 100, v["y"] * h / 100
-            bw, bh = v["width"] * w / 100, v["height"] * h / 100
             label = (v.get("rectanglelabels") or ["object"])[0]
             if label not in category_ids:
                 warnings.append(f"box with unknown label {label!r} skipped")
                 continue
-            boxes.append({"bbox": [x0, y0, bw, bh], "category_id": category_ids[label],
+            if not (bw > 0 and bh > 0):
+                warnings.append(f"box {r.get('id')!r} has size {bw:.1f}x{bh:.1f}; skipped")
+                continue
+            # clip to the image; a box wholly outside it is no instance
+            x1, y1 = min(x0 + bw, w), min(y0 + bh, h)
+            x0, y0 = max(x0, 0.0), max(y0, 0.0)
+            if x1 <= x0 or y1 <= y0:
+                warnings.append(f"box {r.get('id')!r} lies outside the {w:.0f}x{h:.0f} image; "
+                                f"skipped")
+                continue
+            boxes.append({"bbox": [x0, y0, x1 - x0, y1 - y0], "category_id": category_ids[label],
                           "point_coords": [], "point_labels": [], "_rid": r.get("id")})
         elif r.get("type") == "keypointlabels":
-            px, py = v["x"] * w / 100, v["y"] * h / 100
             if not (0 <= px < w and 0 <= py < h):
                 warnings.append(f"point ({px:.1f}, {py:.1f}) outside the {w}x{h} image skipped")
                 continue
             lab = (v.get("keypointlabels") or [OBJECT])[0]
             owner = str(r.get("id", "")).split("p")[0] if _PRE.match(str(r.get("id", ""))) \
                 else None
+            if owner is not None and owner not in present:
+                # its box was deleted: the point described that box's object, and may lie on
+                # another box's background; never re-attach it
+                warnings.append(f"point {r.get('id')!r} belonged to deleted box {owner!r}; "
+                                f"dropped")
+                continue
             points.append((px, py, 1 if lab == OBJECT else 0, owner))
     for px, py, lab, owner in points:
         holders = [b for b in boxes if b["_rid"] == owner] or \

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from annotation.protocol import results_to_instances
 from pipeline.data.coco import make_coco, save_coco
-from pipeline.errors import UserError
+from pipeline.errors import UserError, describe
 from pipeline.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -21,13 +21,33 @@ def _dump(obj):
     return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
 
 
+def _tasks(client, project: int, state: dict, state_f: Path):
+    """The project's tasks; a server that stops answering ends the sync in one line, with
+    what was pulled so far kept (raw files and their state)."""
+    n = 0
+    try:
+        total = getattr(client.projects.get(id=project), "task_number", None)
+        for t in client.tasks.list(project=project, fields="all"):
+            n += 1
+            yield t
+    except Exception as e:  # httpx transport errors, SDK ApiError, timeouts
+        if isinstance(e, UserError):
+            raise
+        write_json(state_f, state)
+        url = str(getattr(getattr(client, "_client_wrapper", None), "_base_url", "") or
+                  "the server")
+        raise UserError(f"Label Studio at {url} stopped answering during sync ({describe(e)}); "
+                        f"{n} of {total if total is not None else '?'} tasks pulled and kept; "
+                        f"rerun to continue") from None
+
+
 def pull(client, project: int, raw_dir: Path) -> dict:
     """Store every annotated task's export under raw_dir; skip unchanged ones."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     state_f = raw_dir / "_state.json"
     state = read_json(state_f) if state_f.is_file() else {}
     seen, changed = set(), 0
-    for t in client.tasks.list(project=project, fields="all"):
+    for t in _tasks(client, project, state, state_f):
         task = _dump(t)
         seen.add(str(task["id"]))
         anns = task.get("annotations") or []

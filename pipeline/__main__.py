@@ -10,7 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline.errors import UserError
+from pipeline.config_checks import check as check_settings
+from pipeline.errors import UserError, describe
 from pipeline.io import write_text
 from pipeline.lock import FolderInUse, folder_lock
 from pipeline.stages import STAGES
@@ -27,6 +28,7 @@ def run_stage(cfg: DictConfig):
             cfg.progress = False
     import torch
     torch.set_num_threads(int(cfg.hardware.threads) or torch.get_num_threads())
+    check_settings(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all ranks
         return module.run(cfg)
@@ -56,7 +58,7 @@ def main(cfg: DictConfig):
     except Exception as e:
         # a failed sweep job leaves its reason where the comparison table will find it
         if not isinstance(e, FolderInUse):  # that folder is another run's
-            write_text(run_dir / "error.txt", f"{type(e).__name__}: {e}\n")
+            write_text(run_dir / "error.txt", describe(e) + "\n")
         if sweep:
             raise
         if isinstance(e, UserError):

@@ -89,7 +89,8 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
                            "skipped": skipped})
         bar.update(len(chunk))
     bar.close()
-    return merge_shards(work_dir, len(chunks), out_json, categories, info)
+    coco, skipped = merge_shards(work_dir, len(chunks), out_json, categories, info)
+    return coco, split.left_out + skipped
 
 
 def _shard_key(path: Path) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipeline.errors import UserError
+from pipeline.data.coco_checks import validate
 from pipeline.io import read_json, write_json
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -72,20 +72,7 @@ def make_coco(images: list[dict], annotations: list[dict],
 
 def load_coco(path, what: str = "COCO annotation file") -> dict:
     """Read and sanity-check a COCO file; errors name the file and the problem."""
-    data = read_json(path, what)
-    if not isinstance(data, dict) or "images" not in data:
-        raise UserError(f"{what} {path} has no 'images' list; is it a COCO instances file?")
-    data.setdefault("annotations", [])
-    data.setdefault("categories", [AGNOSTIC_CATEGORY])
-    ids = [im.get("id") for im in data["images"]]
-    if len(set(ids)) != len(ids):
-        raise UserError(f"{what} {path} has duplicate image ids; fix the file")
-    known = set(ids)
-    for a in data["annotations"]:
-        if a.get("image_id") not in known:
-            raise UserError(f"{what} {path}: annotation {a.get('id')} refers to unknown image_id "
-                            f"{a.get('image_id')}")
-    return data
+    return validate(read_json(path, what), path, what)
 
 
 def save_coco(path, data: dict) -> Path:

@@ -6,14 +6,14 @@ Five kinds, one interface: `sample`, `coins` and `photos` (generated on first us
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import coins as coins_data
 from pipeline.data import photos as photos_data
 from pipeline.data import sample as sample_data
 from pipeline.data.coco import load_coco
-from pipeline.data.images import list_images
+from pipeline.data.images import scan_images
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class Split:
     coco: dict            # images (+ annotations when has_gt)
     has_gt: bool
     json_path: Path | None = None
+    left_out: list[dict] = field(default_factory=list)  # files listing left out, and why
 
     @property
     def images(self) -> list[dict]:
@@ -62,13 +63,14 @@ def _folder_split(name: str, folder) -> Split:
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder} (set dataset.images to a folder of "
                         f"images)")
-    files = list_images(folder)
+    files, left_out = scan_images(folder)
     if not files:
         raise UserError(f"no images in {folder} (looked for .jpg .jpeg .png .bmp .tif .webp, "
                         f"recursively); point dataset.images at a folder that has some")
     # width/height are filled in when each image is read (EXIF rotation can swap them)
     images = [{"id": i, "file_name": f} for i, f in enumerate(files, start=1)]
-    return Split(name, folder, {"images": images, "annotations": []}, has_gt=False)
+    return Split(name, folder, {"images": images, "annotations": []}, has_gt=False,
+                 left_out=left_out)
 
 
 def get_split(cfg, name: str) -> Split:

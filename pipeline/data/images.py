@@ -52,6 +52,9 @@ def read_rgb(path) -> np.ndarray:
             arr = _to_uint8_rgb(img)
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a recognised image format") from None
+    except Image.DecompressionBombError as e:  # a header declaring billions of pixels
+        raise ImageReadError(path, f"too many pixels to decode safely ({e}); shrink it or "
+                                   f"raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(path, f"cannot decode ({e})") from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -61,9 +64,32 @@ def read_rgb(path) -> np.ndarray:
 
 def list_images(folder) -> list[str]:
     """Image files under `folder`, recursively, as sorted paths relative to it."""
+    return scan_images(folder)[0]
+
+
+def scan_images(folder) -> tuple[list[str], list[dict]]:
+    """(image files under `folder`, recursively, sorted and relative to it; the files left
+    out and why: dangling links, link loops, other extensions). Hidden files are ignored."""
     folder = Path(folder)
-    return sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+    files, left_out = [], []
+    for p in folder.rglob("*"):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        rel = str(p.relative_to(folder))
+        if p.is_symlink() and not p.exists():
+            try:
+                p.resolve(strict=True)
+                reason = "link target missing"
+            except RuntimeError:
+                reason = "symbolic link loop"
+            except OSError as e:
+                reason = ("symbolic link loop" if e.errno == 40 else "link target missing")
+            left_out.append({"image_id": None, "file_name": rel, "reason": reason})
+        elif p.is_file():
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(rel)
+            else:
+                left_out.append({"image_id": None, "file_name": rel,
+                                 "reason": f"extension {p.suffix or '(none)'} is not an image "
+                                           f"type read here ({' '.join(sorted(IMAGE_EXTENSIONS))})"})
+    return sorted(files), sorted(left_out, key=lambda r: r["file_name"])

@@ -54,7 +54,7 @@ def test_solo_round_without_confident_masks_says_what_to_do(sample_cfg):
     run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
                          run_name="freemask"))
     with pytest.raises(UserError, match="round 1 predicted no mask.*score_threshold"):
-        run_stage(sample_cfg("stage=solo", *SOLO, "solo.self_training.score_threshold=2.0"))
+        run_stage(sample_cfg("stage=solo", *SOLO, "solo.self_training.score_threshold=1.0"))
 
 
 @pytest.mark.e2e

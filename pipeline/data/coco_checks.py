@@ -1,0 +1,120 @@
+"""Check a COCO file when it is loaded, so a broken annotation is one line naming the file, the
+annotation and the fix, never a pycocotools traceback (or a hang) after all the prediction work.
+
+What is checked: the shape of the file (images a list of objects with id and file_name,
+annotations a list of objects), ids (unique, known image and category), and each mask: a
+polygon has an even number of coordinates, at least 3 points; an RLE has the image's size
+and run lengths that are non-negative and cover exactly height x width pixels.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+
+def rle_counts(counts: str) -> np.ndarray:
+    """Run lengths of a compressed COCO RLE string (pycocotools' LEB128-like code: 5 bits per
+    character from '0', 0x20 = more characters follow, 0x10 in the last one = negative, and
+    from the third run on each value is a difference to the run two before)."""
+    c = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    if (c < 0).any() or (c > 63).any():
+        raise ValueError("characters outside the RLE alphabet")
+    if c[-1] & 0x20:
+        raise ValueError("the string ends inside a number")
+    last = (c & 0x20) == 0                               # the last character of each value
+    group = np.concatenate([[0], np.cumsum(last)[:-1]])  # value index of each character
+    start = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    pos = np.arange(c.size) - start[group]               # character index within its value
+    if pos.max() > 11:
+        raise ValueError("a run length is too long to be real")
+    vals = np.bincount(group, (c & 0x1F) << (5 * pos)).astype(np.int64)
+    neg = (c[last] & 0x10) != 0
+    vals[neg] |= -1 << (5 * (pos[last][neg] + 1))        # sign-extend
+    for parity in (0, 1):                                # x[m] += x[m-2] for m > 2
+        first = 2 if parity == 0 else 1
+        if vals.size > first:
+            vals[first::2] = np.cumsum(vals[first::2])
+    return vals
+
+
+def _mask_problem(seg, h, w) -> str | None:
+    if isinstance(seg, list):
+        if not seg:
+            return "has an empty polygon list"
+        for poly in seg:
+            if not isinstance(poly, list) or not all(isinstance(v, numbers.Real) for v in poly):
+                return "has a polygon that is not a list of numbers"
+            if len(poly) % 2:
+                return f"has a polygon with an odd number of coordinates ({len(poly)})"
+            if len(poly) < 6:
+                return f"has a polygon with fewer than 3 points ({len(poly) // 2})"
+        return None
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        return "has a segmentation that is neither a polygon list nor an RLE {size, counts}"
+    size = seg["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        return f"has an RLE size {size!r} that is not [height, width]"
+    if h is not None and list(size) != [h, w]:
+        return f"has an RLE of size {size[0]}x{size[1]} on an image of {h}x{w}"
+    counts = seg["counts"]
+    try:
+        runs = rle_counts(counts) if isinstance(counts, str) else np.asarray(counts, np.int64)
+    except (ValueError, TypeError, UnicodeEncodeError) as e:
+        return f"has RLE counts that do not decode ({e})"
+    if runs.ndim != 1 or (runs < 0).any():
+        return "has negative RLE run lengths"
+    if int(runs.sum()) != size[0] * size[1]:
+        return (f"has RLE runs covering {int(runs.sum())} pixels, not the "
+                f"{size[0]}x{size[1]}={size[0] * size[1]} of its size")
+    return None
+
+
+def validate(data, path, what: str) -> dict:
+    """Return `data` (with defaults filled in) or raise one UserError naming the problem."""
+    def fail(msg):
+        raise UserError(f"{what} {path}: {msg}")
+
+    if not isinstance(data, dict) or "images" not in data:
+        fail("has no 'images' list; is it a COCO instances file?")
+    if not isinstance(data["images"], list):
+        fail(f"'images' is a {type(data['images']).__name__}, not a list of image records")
+    data.setdefault("annotations", [])
+    data.setdefault("categories", [{"id": 1, "name": "object", "supercategory": "object"}])
+    for key in ("annotations", "categories"):
+        if not isinstance(data[key], list):
+            fail(f"'{key}' is a {type(data[key]).__name__}, not a list")
+    sizes = {}
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int):
+            fail(f"image #{i} has no integer 'id'; each image needs id and file_name")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            fail(f"image {im['id']} has no 'file_name'; add the image's path under the split's "
+                 f"image folder")
+        if im["id"] in sizes:
+            fail(f"image id {im['id']} appears twice; image ids must be unique")
+        h, w = im.get("height"), im.get("width")
+        sizes[im["id"]] = (h, w) if isinstance(h, int) and isinstance(w, int) else (None, None)
+    cats = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            fail(f"annotation #{i} is {a!r}, not an object; remove it")
+        name = f"annotation {a.get('id', '#' + str(i))}"
+        if a.get("image_id") not in sizes:
+            fail(f"{name} refers to unknown image_id {a.get('image_id')}")
+        if "category_id" in a and a["category_id"] not in cats:
+            fail(f"{name} has category_id {a['category_id']}, which is not in 'categories'")
+        seg = a.get("segmentation")
+        if seg is None:
+            if "point_coords" not in a:
+                fail(f"{name} has no segmentation (bbox only); give it a polygon or RLE mask, "
+                     f"or point_coords/point_labels for point supervision")
+            continue
+        problem = _mask_problem(seg, *sizes[a["image_id"]])
+        if problem:
+            fail(f"{name} (image {a['image_id']}) {problem}; fix or remove that annotation")
+    return data
