@@ -50,8 +50,9 @@ free-masks: $(STAMP)
 	$(RUN) stage=freemask
 
 # Mask AP vs annotation cost: one sweep over supervision levels, one over points per
-# instance, then the table and plot. Finished jobs are skipped on a rerun; a failed job
-# is reported in the table, and the target still fails at the end so CI notices.
+# instance, then the table and plot. A rerun runs each job again, reusing its weights and
+# shards only when made from the same inputs; a failed job is reported in the table, and the
+# target still fails at the end so CI notices.
 # Parallel: ARGS="hydra/launcher=joblib"; Slurm: ARGS="hydra/launcher=slurm_gpu ..."
 compare: pseudo-labels
 	$(RUN) -m stage=maskrcnn supervision=full,points,free_masks,solo || echo FAILED > .compare-failed

@@ -152,3 +152,31 @@ def test_pretrained_backbone_of_other_images_is_refused(tiny_sample, tmp_path):
     with pytest.raises(UserError, match="backbone.pt holds a backbone made from other"):
         run_stage(cfg)
     assert backbone.read_bytes() == made
+
+
+@pytest.mark.e2e
+def test_sweep_over_other_images_in_the_same_folder_is_not_reported_finished(tiny_sample,
+                                                                             tmp_path):
+    """The old sweep skipped a job folder it had finished, whatever the data (measured: the
+    old AP reported for another dataset). paths.data_dir is not in the job folder's name."""
+    import subprocess
+    from tests.conftest import ROOT, cli_env, copy_tree, pipeline_cmd
+    other = copy_tree(tiny_sample, tmp_path / "other")
+    for p in (other / "sample" / "val").glob("*.png"):
+        a = np.asarray(Image.open(p))
+        Image.fromarray(np.ascontiguousarray(255 - a)).save(p)  # other pixels, same names
+
+    def sweep(data):
+        r = subprocess.run(pipeline_cmd("-m", "stage=baseline", "hardware.workers=1,2",
+                                        f"paths.data_dir={data}", "dataset.generate.num.train=8",
+                                        "dataset.generate.num.val=4", "overlays=0",
+                                        "baseline.methods=[threshold_components]",
+                                        f"paths.output_dir={tmp_path / 'out'}"),
+                           cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        job = next((tmp_path / "out" / "cpu_sample" / "multirun").glob("*hardware.workers=1"))
+        return read_json(job / "threshold_components" / "threshold_components_val.json")
+
+    first, second = sweep(tiny_sample), sweep(other)
+    assert [a["segmentation"] for a in first["annotations"]] != \
+        [a["segmentation"] for a in second["annotations"]]
