@@ -97,6 +97,7 @@ bench: $(STAMP)
 	$(PY) bench/solo.py
 	$(PY) bench/train.py
 	$(PY) bench/label_studio.py
+	$(PY) bench/faults.py
 
 clean-outputs:
 	rm -rf outputs

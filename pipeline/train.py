@@ -144,11 +144,29 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     return model
 
 
-def cosine_with_warmup(optimizer, max_iter: int, warmup: int = 0, warmup_factor: float = 0.001):
+SCHEDULES = ("constant", "steps", "cosine")
+
+
+def lr_schedule(optimizer, schedule: str, max_iter: int, warmup: int = 0,
+                steps=(2 / 3, 8 / 9), gamma: float = 0.1, warmup_factor: float = 0.001):
+    """Linear warm-up, then `constant` (FreeSOLO's self-supervised SOLO), `steps` (x gamma at
+    the given fractions of the schedule: detectron2's 1x, 60k and 80k of 90k) or `cosine`."""
     import math
+    if schedule not in SCHEDULES:
+        from pipeline.errors import UserError
+        raise UserError(f"train.schedule={schedule!r} unknown; use one of {', '.join(SCHEDULES)}")
+    marks = [round(f * max_iter) for f in steps]
 
     def f(it):
         if it < warmup:
             return warmup_factor + (1 - warmup_factor) * it / max(1, warmup)
+        if schedule == "constant":
+            return 1.0
+        if schedule == "steps":
+            return gamma ** sum(it >= m for m in marks)
         return 0.5 * (1 + math.cos(math.pi * (it - warmup) / max(1, max_iter - warmup)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def cosine_with_warmup(optimizer, max_iter: int, warmup: int = 0, warmup_factor: float = 0.001):
+    return lr_schedule(optimizer, "cosine", max_iter, warmup, warmup_factor=warmup_factor)

@@ -1,4 +1,5 @@
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -74,3 +75,21 @@ def kill_9_when(cmd: list[str], ready, timeout: float = 300) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory, tiny_sample):
+    """A real Label Studio server, started once per session, stopped by its PID."""
+    from annotation.server import free_port, start
+    token, password = secrets.token_hex(20), "pw-" + secrets.token_hex(8)
+    data = tmp_path_factory.mktemp("label_studio")
+    server = start(data, free_port(), token, "admin@weakseg.local", password,
+                   document_root=tiny_sample)
+    server.token, server.password = token, password
+    server.username = "admin@weakseg.local"
+    try:
+        yield server
+    finally:
+        server.stop()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.pid, 0)

@@ -47,3 +47,26 @@ def test_non_finite_loss_is_a_clear_error(tmp_path):
     with pytest.raises(FloatingPointError, match="iteration 0"):
         train(model, opt, lambda m, it: {"loss": m(torch.ones(1, 4)).sum() * float("nan")},
               tmp_path, 3, progress=False)
+
+
+def test_lr_schedules_warm_up_then_follow_their_shape():
+    import pytest
+    import torch
+    from pipeline.errors import UserError
+    from pipeline.train import lr_schedule
+
+    def lrs(kind):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        s = lr_schedule(opt, kind, max_iter=90, warmup=10)
+        out = []
+        for _ in range(90):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            s.step()
+        return out
+    const, steps, cos = lrs("constant"), lrs("steps"), lrs("cosine")
+    assert const[0] < 0.01 and const[10:] == [1.0] * 80
+    assert steps[59] == 1.0 and abs(steps[60] - 0.1) < 1e-9 and abs(steps[80] - 0.01) < 1e-9
+    assert cos[10] == 1.0 and cos[50] < 0.6 and cos[89] < 0.01
+    with pytest.raises(UserError, match="schedule='linear' unknown"):
+        lrs("linear")

@@ -54,10 +54,12 @@ class InstanceBank:
 
     def __init__(self, split: Split, targets: dict, *, category_map: dict | None = None,
                  keep_empty: bool = False, cache: bool = True, min_area: float = 1.0):
+        ids = {im["id"] for im in split.images}
+        # crowd regions are no instances: never a target (detectron2's mapper drops them)
         by_image = annotations_by_image(
             {"images": split.images, "annotations": [
-                a for a in targets["annotations"] if a["image_id"] in
-                {im["id"] for im in split.images}]})
+                a for a in targets["annotations"]
+                if a["image_id"] in ids and not a.get("iscrowd", 0)]})
         self.split, self.cache = split, cache
         self.category_map = category_map  # COCO category id -> contiguous label (0..C-1)
         self.items = []

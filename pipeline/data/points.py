@@ -29,6 +29,8 @@ def points_from_masks(coco: dict, n: int = 10, seed: int = 0, keep_masks: bool =
     rng = np.random.default_rng(seed)
     anns = []
     for a in sorted(coco["annotations"], key=lambda a: a["id"]):
+        if a.get("iscrowd", 0):
+            continue  # a crowd region gets no points and is no instance (PointSup's mapper)
         h, w = sizes[a["image_id"]]
         m = decode_segmentation(a["segmentation"], h, w)
         coords, labels = sample_instance_points(m, a["bbox"], n, rng)

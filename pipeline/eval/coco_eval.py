@@ -37,9 +37,9 @@ def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox"),
         a.setdefault("iscrowd", 0)
     ids = sorted(image_ids if image_ids is not None else [im["id"] for im in gt["images"]])
     coco_gt = _coco_api(gt)
-    out = {}
+    out, wanted = {}, set(ids)
     for iou_type in iou_types:
-        preds = [p for p in predictions if p["image_id"] in set(ids)]
+        preds = [p for p in predictions if p["image_id"] in wanted]
         if iou_type == "segm":
             preds = [p for p in preds if "segmentation" in p]
         if not preds:

@@ -14,6 +14,9 @@ from torch import nn
 from pipeline.errors import UserError
 
 LEVELS = ("res2", "res3", "res4", "res5")
+# frozen_bn: statistics and affine fixed at the checkpoint's (detectron2's default when
+# fine-tuning, FreeSOLO and PointSup alike); bn: trained per batch; sync_bn: over all ranks
+NORMS = ("frozen_bn", "bn", "sync_bn")
 CHANNELS = {
     "resnet18": (64, 128, 256, 512),
     "resnet34": (64, 128, 256, 512),
@@ -66,6 +69,13 @@ def map_checkpoint_keys(state: dict) -> tuple[dict, list[str]]:
             for p in _STRIP_PREFIXES:
                 if k.startswith(p):
                     k, changed = k[len(p):], True
+        if "encoder_q." in key:
+            # raw DenseCL/OpenSelfSup: encoder_q = Sequential(backbone, neck) -> 0.*, 1.*
+            if k.startswith("1."):
+                dropped.append(key)
+                continue
+            if k.startswith("0."):
+                k = k[2:]
         if k.startswith(_DROP_PREFIXES) or key.startswith(("encoder_k.", "module.encoder_k.")):
             dropped.append(key)
             continue
@@ -120,9 +130,16 @@ def load_backbone_weights(model: ResNetFeatures, path) -> dict:
 def build_backbone(cfg) -> ResNetFeatures:
     """Backbone from a `backbone` config node: arch, norm, weights (path or null), seed."""
     torch.manual_seed(int(cfg.get("seed", 0)))
-    model = ResNetFeatures(cfg.arch, cfg.get("norm", "bn"))
+    norm = cfg.get("norm", "bn")
+    if norm not in NORMS:
+        raise UserError(f"backbone.norm={norm!r} unknown; use one of {', '.join(NORMS)}")
+    model = ResNetFeatures(cfg.arch, "frozen_bn" if norm == "frozen_bn" else "bn")
     if cfg.get("weights"):
         load_backbone_weights(model, cfg.weights)
+    if norm == "sync_bn":
+        import torch.distributed as td
+        if td.is_available() and td.is_initialized() and td.get_world_size() > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # statistics over all ranks
     return model
 
 

@@ -252,8 +252,19 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
 
 # ---------------------------------------------------------------- inference (SOLOv2 Sec. 3.3)
 
+def point_nms(heat: torch.Tensor) -> torch.Tensor:
+    """Keep a grid cell's score only where it is the maximum of the 2x2 window ending at it
+    (SOLOv2's point NMS on the category maps): neighbouring cells of one object do not all
+    become candidates. heat: (..., S, S) scores in [0, 1]."""
+    shape = heat.shape
+    h = heat.reshape(-1, 1, *shape[-2:])
+    hmax = F.max_pool2d(h, 2, stride=1, padding=1)[..., :-1, :-1]
+    return (h * (hmax == h)).reshape(shape)
+
+
 @dataclass
 class InferenceParams:
+    point_nms: bool = True   # SOLOv2: 2x2 peak test on the category maps before the threshold
     score_threshold: float = 0.1
     mask_threshold: float = 0.5
     pre_nms: int = 500
@@ -267,7 +278,10 @@ class InferenceParams:
 def solo_predict(model: SOLOv2, out: dict, i: int, p: InferenceParams):
     """Masks of image i of a batch: (soft masks (K, Hm, Wm), scores (K,), labels (K,))."""
     mf = out["mask_feat"][i]
-    scores = torch.cat([c[i].sigmoid().flatten(1).T for c in out["cate"]])   # (cells, C)
+    maps = [c[i].sigmoid() for c in out["cate"]]                               # (C, S, S)
+    if p.point_nms:
+        maps = [point_nms(m) for m in maps]
+    scores = torch.cat([m.flatten(1).T for m in maps])                       # (cells, C)
     kernels = torch.cat([k[i].flatten(1).T for k in out["kernel"]])          # (cells, D)
     strides = torch.cat([torch.full((lv.grid ** 2,), lv.stride, device=mf.device)
                          for lv in model.levels])

@@ -28,7 +28,7 @@ from pipeline.provenance import (BATCHING, ENGINEERING, content_hash, file_ident
                                  image_identities, settings, stamp_of)
 from pipeline.reporting import finish_split, update_json
 from pipeline.sharded import run_sharded
-from pipeline.train import cosine_with_warmup, train
+from pipeline.train import lr_schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def run(cfg) -> dict:
         t = mc.train
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr,
                               momentum=0.9, weight_decay=t.weight_decay)
-        sched = cosine_with_warmup(opt, t.max_iter, t.warmup_iter)
+        sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
 
         def step(m, it):
             samples = bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,

@@ -29,7 +29,7 @@ from pipeline.reporting import finish_split, update_json
 from pipeline.provenance import (BATCHING, content_hash, file_identity, fingerprint, guard,
                                  image_identities, settings, stamp_of)
 from pipeline.sharded import run_sharded
-from pipeline.train import cosine_with_warmup, train
+from pipeline.train import lr_schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     else:
         raise UserError(f"solo.train.optimizer must be sgd or adamw, got {t.optimizer!r}")
-    sched = cosine_with_warmup(opt, t.max_iter, t.warmup_iter)
+    sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
     weights = _dataclass_from(LossWeights, s.loss)
     if s.embedding.enabled:
         weights.embedding = s.embedding.weight

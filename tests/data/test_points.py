@@ -81,3 +81,17 @@ def test_points_stage_writes_versions_pycocotools_reads(sample_cfg):
     assert len(a1) == len(a2) > 0 and all(len(a["point_coords"]) == 4 for a in a1)
     assert [a["point_coords"] for a in a1] != [a["point_coords"] for a in a2]
     assert Path(out["v1"]).name == "sample_train_n4_v1.json"
+
+
+def test_crowd_regions_get_no_points_and_are_no_training_instance(tmp_path):
+    from PIL import Image
+    from pipeline.data.datasets import Split
+    coco, m = coco_with_shape()
+    crowd = np.zeros((30, 40), bool)
+    crowd[22:28, 2:38] = True
+    coco["annotations"].append(dict(mask_to_annotation(crowd, 1), id=2, iscrowd=1))
+    pts = points_from_masks(coco, 5, seed=0)
+    assert [a["id"] for a in pts["annotations"]] == [1]
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    bank = InstanceBank(Split("train", tmp_path, coco, True), coco)
+    assert [len(anns) for _, anns in bank.items] == [1]

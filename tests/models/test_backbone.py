@@ -63,3 +63,37 @@ def test_missing_and_corrupt_checkpoint(tmp_path):
 def test_feature_strides():
     out = ResNetFeatures("resnet18")(torch.zeros(1, 3, 64, 96))
     assert [tuple(v.shape[-2:]) for v in out.values()] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_raw_densecl_checkpoint_loads(tmp_path):
+    """OpenSelfSup/DenseCL training checkpoints: encoder_q = Sequential(backbone, neck)."""
+    net = torchvision.models.resnet18(weights=None)
+    state = {f"encoder_q.0.{k}": v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    state.update({"encoder_q.1.mlp.0.weight": torch.zeros(8, 512),
+                  "encoder_k.0.conv1.weight": torch.zeros(64, 3, 7, 7), "queue": torch.zeros(8, 4)})
+    torch.save({"state_dict": state, "meta": {}}, tmp_path / "densecl_raw.pth")
+    m = ResNetFeatures("resnet18")
+    rep = load_backbone_weights(m, tmp_path / "densecl_raw.pth")
+    assert rep["dropped"] == 3
+    assert torch.equal(m.conv1.weight, net.conv1.weight)
+
+
+def test_frozen_bn_statistics_do_not_move_in_a_training_step():
+    from omegaconf import OmegaConf
+    from pipeline.models.backbone import build_backbone
+    m = build_backbone(OmegaConf.create({"arch": "resnet18", "norm": "frozen_bn",
+                                         "weights": None, "seed": 0}))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m.train()
+    loss = m(torch.randn(2, 3, 64, 64) * 3 + 1)["res5"].square().mean()
+    loss.backward()
+    opt.step()
+    after = m.state_dict()
+    bn = [k for k in before if "bn" in k or "downsample.1" in k]
+    assert bn and all(torch.equal(before[k], after[k]) for k in bn)   # stats and affine fixed
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])  # convs do train
+    plain = build_backbone(OmegaConf.create({"arch": "resnet18", "norm": "bn", "weights": None,
+                                             "seed": 0}))
+    plain(torch.randn(2, 3, 64, 64) * 3 + 1)
+    assert not torch.equal(plain.bn1.running_mean, before["bn1.running_mean"])  # bn: they do

@@ -87,3 +87,25 @@ def test_overfits_one_image_with_weak_losses():
     pred = torch.nn.functional.interpolate(soft[:1, None], size=(64, 64))[0, 0] > 0.5
     iou = (pred & mask[0]).sum() / (pred | mask[0]).sum()
     assert iou > 0.6
+
+
+def test_point_nms_keeps_one_peak_per_object():
+    from pipeline.models.solo import point_nms
+    # SOLOv2's window is the 2x2 ending at the cell: a peak removes its right, lower and
+    # lower-right neighbours (the released points_nms, kernel 2)
+    heat = torch.zeros(1, 6, 6)
+    heat[0, 2:4, 2:4] = torch.tensor([[0.9, 0.6], [0.7, 0.5]])
+    heat[0, 0, 5] = 0.3                                    # a second, separate object
+    out = point_nms(heat)
+    assert out.nonzero().tolist() == [[0, 0, 5], [0, 2, 2]]
+    assert out[0, 2, 2] == 0.9 and out[0, 0, 5] == 0.3    # peaks keep their score
+
+
+def test_point_nms_removes_neighbour_candidates_in_prediction():
+    m = tiny_model().eval()
+    out = m(torch.randn(1, 3, 64, 96))
+    with_nms = solo_predict(m, out, 0, InferenceParams(score_threshold=0.0,
+                                                       update_threshold=0.0, max_per_image=500))
+    without = solo_predict(m, out, 0, InferenceParams(score_threshold=0.0, point_nms=False,
+                                                      update_threshold=0.0, max_per_image=500))
+    assert 0 < len(with_nms[1]) < len(without[1])
