@@ -32,7 +32,7 @@ pseudo-labels: $(STAMP)
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
 	$(RUN) stage=solo
-	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[val]
+	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[]
 	$(RUN) stage=baseline
 	$(RUN) stage=report
 

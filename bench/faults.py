@@ -63,7 +63,8 @@ def cmd(stage, data, out, full):
     args = [f"stage={stage}", f"paths.data_dir={data}", f"paths.output_dir={out}",
             "progress=false", "overlays=0", "experiment_name=bench"]
     if not full:
-        args += ["dataset.generate.num.train=16", "dataset.generate.num.val=8", *QUICK.get(stage, [])]
+        args += ["dataset.generate.num.train=16", "dataset.generate.num.val=8",
+                 "dataset.generate.num.test=8", *QUICK.get(stage, [])]
     return [sys.executable, "-m", "pipeline", *args]
 
 

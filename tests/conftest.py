@@ -28,15 +28,16 @@ def make_cfg(tmp_path, *overrides, run_name="run"):
     return cfg
 
 
-TINY_SAMPLE = ["dataset.generate.num.train=8", "dataset.generate.num.val=4"]
+TINY_SAMPLE = ["dataset.generate.num.train=8", "dataset.generate.num.val=4",
+               "dataset.generate.num.test=4"]
 
 
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory):
-    """A small copy of the embedded sample (8 train, 4 val images), generated once."""
+    """A small copy of the embedded sample (8 train, 4 val, 4 test images), generated once."""
     root = tmp_path_factory.mktemp("data")
     from pipeline.data.sample import generate
-    generate(root / "sample", seed=0, splits={"train": 8, "val": 4}, progress=False)
+    generate(root / "sample", seed=0, splits={"train": 8, "val": 4, "test": 4}, progress=False)
     return root
 
 

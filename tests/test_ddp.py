@@ -16,7 +16,7 @@ def test_torchrun_two_processes_pretrain(tmp_path, tiny_sample):
            f"--master_port={29500 + os.getpid() % 1000}",
            "-m", "pipeline", "stage=pretrain", f"paths.data_dir={tiny_sample}",
            f"paths.output_dir={tmp_path}", "dataset.generate.num.train=8",
-           "dataset.generate.num.val=4", "pretrain.max_iter=3", "pretrain.batch_size=2",
+           "dataset.generate.num.val=4", "dataset.generate.num.test=4", "pretrain.max_iter=3", "pretrain.batch_size=2",
            "pretrain.queue_size=8", "pretrain.log_every=1", "progress=false"]
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

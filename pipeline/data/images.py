@@ -89,7 +89,8 @@ def scan_images(folder) -> tuple[list[str], list[dict]]:
             if p.suffix.lower() in IMAGE_EXTENSIONS:
                 files.append(rel)
             else:
+                kinds = " ".join(sorted(IMAGE_EXTENSIONS))
                 left_out.append({"image_id": None, "file_name": rel,
                                  "reason": f"extension {p.suffix or '(none)'} is not an image "
-                                           f"type read here ({' '.join(sorted(IMAGE_EXTENSIONS))})"})
+                                           f"type read here ({kinds})"})
     return sorted(files), sorted(left_out, key=lambda r: r["file_name"])

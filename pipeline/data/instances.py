@@ -109,8 +109,11 @@ class InstanceBank:
         return rec
 
     def batch(self, it: int, size: int, seed: int, train_sizes=(0,), max_size: int = 0,
-              flip: bool = True, rank: int = 0, world: int = 1) -> list[dict]:
-        """The augmented samples of iteration `it` (same `it` -> same batch, for resume)."""
+              flip: bool = True, rank: int = 0, world: int = 1,
+              sample_points: int = 0) -> list[dict]:
+        """The augmented samples of iteration `it` (same `it` -> same batch, for resume);
+        sample_points > 0: that many of each instance's points, drawn per instance from
+        (seed, it, rank, slot), never from the global RNG."""
         out, misses = [], 0
         pos = (it * world + rank) * size
         while len(out) < size:
@@ -124,7 +127,13 @@ class InstanceBank:
                 continue
             rng = np.random.default_rng([seed, it, rank, len(out)])
             short = int(rng.choice(list(train_sizes)))
-            out.append(self.augment(rec, short, max_size, flip and rng.random() < 0.5))
+            sample = self.augment(rec, short, max_size, flip and rng.random() < 0.5)
+            if sample_points and "points" in sample and sample["points"].shape[1] > sample_points:
+                keep = torch.from_numpy(np.stack([rng.permutation(sample["points"].shape[1])
+                                                  [:sample_points] for _ in sample["points"]]))
+                sample["points"] = sample["points"].gather(1, keep[..., None].expand(-1, -1, 2))
+                sample["point_labels"] = sample["point_labels"].gather(1, keep)
+            out.append(sample)
         return out
 
     @staticmethod

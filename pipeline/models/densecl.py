@@ -33,8 +33,9 @@ class _Heads(nn.Module):
 class DenseCL(nn.Module):
     def __init__(self, backbone: ResNetFeatures, dim: int = 128, hidden: int = 512,
                  queue_size: int = 65536, momentum: float = 0.999, temperature: float = 0.2,
-                 dense_weight: float = 0.5):
+                 dense_weight: float = 0.5, shuffle_groups: int = 1):
         super().__init__()
+        self.shuffle_groups = shuffle_groups
         c5 = backbone.channels["res5"]
         self.backbone_q, self.heads_q = backbone, _Heads(c5, hidden, dim)
         self.backbone_k, self.heads_k = copy.deepcopy(backbone), copy.deepcopy(self.heads_q)
@@ -70,8 +71,7 @@ class DenseCL(nn.Module):
         g_q, d_q = self.heads_q(c5_q)
         with torch.no_grad():
             self._momentum_update()
-            c5_k = self.backbone_k(view_k)["res5"]
-            g_k, d_k = self.heads_k(c5_k)
+            c5_k, g_k, d_k = self._keys(view_k)
             # Dense correspondence: each query cell's most similar key cell, by backbone
             # features (Sec. 3.3).
             fq = F.normalize(c5_q.detach().flatten(2), dim=1)
@@ -85,6 +85,35 @@ class DenseCL(nn.Module):
         self._enqueue(g_k, F.normalize(d_k.mean(dim=2), dim=1))
         loss = (1 - self.dense_weight) * loss_g + self.dense_weight * loss_d
         return {"loss": loss, "loss_global": loss_g.detach(), "loss_dense": loss_d.detach()}
+
+    @torch.no_grad()
+    def _keys(self, view_k: torch.Tensor):
+        """Key features with shuffled BN (MoCo Sec. 3.3, used by DenseCL): the key encoder's
+        batch statistics come from another grouping of the images than the query's, so the
+        positive cannot be found through them. Under torchrun the batch is shuffled across
+        ranks; on one device it is split into `shuffle_groups` random sub-batches."""
+        from pipeline import dist
+        world = dist.world_size()
+        x = _all_gather(view_k) if world > 1 else view_k
+        n = x.shape[0]
+        perm = torch.randperm(n, device=x.device)
+        if world > 1:
+            import torch.distributed as td
+            td.broadcast(perm, 0)
+            chunks = [perm.chunk(world)[dist.rank()]]
+        else:
+            chunks = perm.chunk(max(1, min(self.shuffle_groups, n)))
+        outs = []
+        for idx in chunks:
+            c5 = self.backbone_k(x[idx])["res5"]
+            outs.append((c5, *self.heads_k(c5)))
+        c5, g, d = (torch.cat(t) for t in zip(*outs))
+        if world > 1:
+            c5, g, d = _all_gather(c5), _all_gather(g), _all_gather(d)
+        order = torch.empty_like(perm)
+        order[perm] = torch.arange(n, device=perm.device)
+        keep = order if world == 1 else order.chunk(world)[dist.rank()]
+        return c5[keep], g[keep], d[keep]
 
     def _info_nce(self, q, k, queue):
         pos = (q * k).sum(dim=1, keepdim=True)

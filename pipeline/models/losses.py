@@ -62,11 +62,14 @@ def colour_similarity(lab: torch.Tensor, kernel: int = 3, dilation: int = 2,
 
 def pairwise_affinity_loss(logits: torch.Tensor, similarity: torch.Tensor,
                            region: torch.Tensor, threshold: float = 0.3,
-                           kernel: int = 3, dilation: int = 2) -> torch.Tensor:
+                           kernel: int = 3, dilation: int = 2,
+                           neighbour_ok: torch.Tensor | None = None) -> torch.Tensor:
     """BoxInst's pairwise loss (Tian et al., CVPR 2021, Sec. 3.2), per instance.
 
     logits (N, H, W) mask logits; similarity (N, K*K-1, H, W) of each instance's image;
-    region (N, H, W) bool where edges count (inside the target box, inside the image).
+    region (N, H, W) bool where an edge's centre pixel must lie (inside the target box and
+    the image); neighbour_ok (N, H, W) where its other end may lie (BoxInst: anywhere in the
+    image, so edges crossing the box border count; None: inside `region` too).
     Neighbours with similar colour (>= threshold) are pushed to the same label:
     -log(p_i p_j + (1 - p_i)(1 - p_j)), averaged over those edges.
     """
@@ -75,7 +78,8 @@ def pairwise_affinity_loss(logits: torch.Tensor, similarity: torch.Tensor,
     nb = neighbours(lb[:, None], kernel, dilation)[:, 0]
     log_same = torch.logaddexp(lf[:, None] + nf, lb[:, None] + nb)
     edges = (similarity >= threshold) & region[:, None]
-    edges = edges & neighbours(region[:, None].float(), kernel, dilation)[:, 0].bool()
+    other = region if neighbour_ok is None else neighbour_ok
+    edges = edges & neighbours(other[:, None].float(), kernel, dilation)[:, 0].bool()
     w = edges.float()
     return -(log_same * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1.0)
 

@@ -22,7 +22,7 @@ def point_loss(mask_logits: torch.Tensor, boxes: torch.Tensor, points: torch.Ten
     mask_logits (P, M, M) for each positive proposal's class; boxes (P, 4) xyxy proposals;
     points (P, K, 2) image coordinates (pixel centres); point_labels (P, K) in {0, 1, -1}.
     Points are mapped into box-normalised coordinates and read bilinearly
-    (grid_sample, align_corners=False); points outside the box or labelled -1 are ignored.
+    (grid_sample, align_corners=False); points outside the box or labelled -1 weigh 0.
     """
     if mask_logits.numel() == 0:
         return mask_logits.sum() * 0
@@ -32,16 +32,16 @@ def point_loss(mask_logits: torch.Tensor, boxes: torch.Tensor, points: torch.Ten
     grid = (rel * 2 - 1)[:, None]                                             # (P, 1, K, 2)
     sampled = F.grid_sample(mask_logits[:, None], grid, mode="bilinear",
                             align_corners=False)[:, 0, 0]                     # (P, K)
-    if not inside.any():
-        return mask_logits.sum() * 0
-    return F.binary_cross_entropy_with_logits(sampled[inside], point_labels[inside].float())
+    # mean over every point, ignored ones weighted 0 (detectron2's PointSup): an instance
+    # with few usable points counts for what it has, not as much as a fully labelled one
+    return F.binary_cross_entropy_with_logits(sampled, point_labels.clamp(min=0).float(),
+                                              weight=inside.float(), reduction="mean")
 
 
 class PointSupRoIHeads(RoIHeads):
     """torchvision RoIHeads whose mask loss reads points instead of masks when asked to."""
 
     mask_supervision = "full"      # "full": torchvision's per-pixel loss; "points": point_loss
-    sample_points = 0              # >0: random subset of points per instance per iteration
 
     def select_training_samples(self, proposals, targets):
         out = super().select_training_samples(proposals, targets)
@@ -66,10 +66,6 @@ class PointSupRoIHeads(RoIHeads):
         logits = logits[torch.arange(len(cls), device=logits.device), cls]
         pts = torch.cat([t["points"][i] for t, i in zip(targets, idx)])
         plab = torch.cat([t["point_labels"][i] for t, i in zip(targets, idx)])
-        if self.sample_points and pts.shape[1] > self.sample_points:
-            keep = torch.rand(pts.shape[:2], device=pts.device).argsort(1)[:, :self.sample_points]
-            pts = pts.gather(1, keep[..., None].expand(-1, -1, 2))
-            plab = plab.gather(1, keep)
         losses["loss_mask"] = point_loss(logits, torch.cat(boxes), pts, plab)
         return result, losses
 
@@ -88,7 +84,7 @@ class _NoResize(GeneralizedRCNNTransform):
 
 
 def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str = "full",
-                   sample_points: int = 0, fpn_channels: int = 256, mask_head_channels: int = 256,
+                   fpn_channels: int = 256, mask_head_channels: int = 256,
                    box_head_dim: int = 1024, **kwargs) -> MaskRCNN:
     """num_classes excludes background. Head widths default to torchvision's; kwargs go to
     torchvision's MaskRCNN (box thresholds, proposals and RoIs per image, ...)."""
@@ -107,7 +103,6 @@ def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str 
     heads = model.roi_heads
     heads.__class__ = PointSupRoIHeads  # same state, our forward: no weights are copied
     heads.mask_supervision = supervision
-    heads.sample_points = sample_points
     # torchvision names FPN maps '0'..'3','pool'; ours are p2..p6: pool over p2..p5
     from torchvision.ops import MultiScaleRoIAlign
     heads.box_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)

@@ -73,7 +73,8 @@ class MaskFeatureBranch(nn.Module):
 class SOLOv2(nn.Module):
     def __init__(self, backbone: ResNetFeatures, levels: list[Level], num_classes: int = 1,
                  fpn_channels: int = 256, head_channels: int = 256, head_convs: int = 4,
-                 mask_channels: int = 128, embedding_dim: int = 0):
+                 mask_channels: int = 256, embedding_dim: int = 0,
+                 mask_branch_channels: int = 128):
         super().__init__()
         self.levels, self.num_classes = levels, num_classes
         self.features = BackboneFPN(backbone, fpn_channels)
@@ -85,7 +86,8 @@ class SOLOv2(nn.Module):
         self.kernel_out = nn.Conv2d(head_channels, mask_channels, 3, padding=1)
         self.embed_out = (nn.Conv2d(head_channels, embedding_dim, 3, padding=1)
                           if embedding_dim else None)
-        self.mask_branch = MaskFeatureBranch(fpn_channels, mask_channels, mask_channels)
+        # SOLOv2: mask branch of 128 channels out to the kernel's 256 (its D)
+        self.mask_branch = MaskFeatureBranch(fpn_channels, mask_branch_channels, mask_channels)
         nn.init.constant_(self.cate_out.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
         nn.init.normal_(self.kernel_out.weight, std=0.01)
 
@@ -162,6 +164,7 @@ class LossWeights:
     pairwise_dilation: int = 2
     pairwise_theta: float = 2.0
     pairwise_ignore_bottom: int = 0   # pixels at the image bottom left out of the pairwise term
+    pairwise_edges: str = "centre_in_box"  # BoxInst; "both_in_box": both ends inside the box
     embedding: float = 0.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -242,7 +245,8 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
             ramp = min(1.0, (iteration + 1) / max(1, w.pairwise_warmup))
             losses["loss_pair"] = w.pairwise * ramp * pairwise_affinity_loss(
                 logits, sim, region, w.pairwise_threshold, w.pairwise_kernel,
-                w.pairwise_dilation).mean()
+                w.pairwise_dilation,
+                small_valid[img_idx] if w.pairwise_edges == "centre_in_box" else None).mean()
         if pos_emb_pred:
             losses["loss_embed"] = w.embedding * embedding_loss(
                 torch.cat(pos_emb_pred), torch.cat(pos_emb_tgt).to(device)).mean()

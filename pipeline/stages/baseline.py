@@ -31,7 +31,8 @@ def run(cfg) -> dict:
             split = get_split(cfg.dataset, split_name)
             out_json = out_dir / f"{method}_{split_name}.json"
             coco, skipped = run_sharded(split, predict, out_json, out_dir / "shards" / split_name,
-                                        config_key=[method, settings(kwargs, BATCHING)], shard_size=b.shard_size,
+                                        config_key=[method, settings(kwargs, BATCHING)],
+                                        shard_size=b.shard_size,
                                         workers=cfg.hardware.workers, strict=cfg.strict,
                                         progress=cfg.progress, desc=f"{method} {split_name}")
             results[f"{method}/{split_name}"] = finish_split(

@@ -150,7 +150,7 @@ def run(cfg) -> dict:
     weights = cfg.backbone.get("weights")
     key = [settings(fm, BATCHING), settings(cfg.backbone), file_identity(weights)]
     results = {}
-    for split_name in fm.splits:
+    for split_name in dict.fromkeys([*fm.splits, *fm.get("eval_splits", [])]):
         split = get_split(cfg.dataset, split_name)
         out_json = out_dir / f"free_masks_{split_name}.json"
         coco, skipped = run_sharded(

@@ -24,8 +24,8 @@ from pipeline.eval.coco_eval import evaluate, format_table
 from pipeline.io import save_torch
 from pipeline.models.backbone import build_backbone
 from pipeline.models.maskrcnn import build_maskrcnn
-from pipeline.provenance import (BATCHING, ENGINEERING, content_hash, file_identity, fingerprint, guard,
-                                 image_identities, settings, stamp_of)
+from pipeline.provenance import (BATCHING, ENGINEERING, content_hash, file_identity,
+                                 fingerprint, guard, image_identities, settings, stamp_of)
 from pipeline.reporting import finish_split, update_json
 from pipeline.sharded import run_sharded
 from pipeline.train import lr_schedule, train
@@ -55,7 +55,7 @@ def weights_fingerprint(cfg, split, targets) -> str:
     (its settings and the targets' content: masks or points), the training images, the
     backbone checkpoint. Inference settings are not part of it."""
     mc = cfg.maskrcnn
-    model = {k: v for k, v in settings(mc).items() if k not in ("inference", "eval_split")}
+    model = {k: v for k, v in settings(mc).items() if k not in ("inference", "eval_splits")}
     return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
                        settings(cfg.backbone), cfg.seed,
                        file_identity(cfg.backbone.get("weights")),
@@ -81,10 +81,15 @@ class MaskRCNNPredictor:
                     masks = F.interpolate(masks, size=(h, w), mode="bilinear",
                                           align_corners=False)
                 masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
+                # box AP scores the detector's boxes, not the extents of its masks
+                sx, sy = w / shape[1], h / shape[0]
+                boxes = (o["boxes"].cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
                 results[info["id"]] = [
-                    mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
-                                       score=round(float(s), 5))
-                    for m, s, lab in zip(masks, o["scores"].tolist(), o["labels"].tolist())
+                    dict(mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
+                                            score=round(float(s), 5)),
+                         bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)])
+                    for m, s, lab, (x0, y0, x1, y1) in zip(masks, o["scores"].tolist(),
+                                                           o["labels"].tolist(), boxes)
                     if m.any()]
         return [results[info["id"]] for info, _ in items]
 
@@ -105,7 +110,7 @@ def run(cfg) -> dict:
     num_classes = 1 if agnostic else len(cats)
     model = build_maskrcnn(
         build_backbone(cfg.backbone), num_classes, supervision=sv.mask_loss,
-        sample_points=int(sv.get("sample_points", 0)), fpn_channels=mc.fpn_channels,
+        fpn_channels=mc.fpn_channels,
         mask_head_channels=mc.mask_head_channels, box_head_dim=mc.box_head_dim,
         box_batch_size_per_image=mc.rois_per_image,
         rpn_anchor_generator=_anchors(mc.anchor_sizes),
@@ -126,7 +131,8 @@ def run(cfg) -> dict:
 
         def step(m, it):
             samples = bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
-                                 rank=dist.rank(), world=dist.world_size())
+                                 rank=dist.rank(), world=dist.world_size(),
+                                 sample_points=int(sv.get("sample_points", 0)))
             images = [s["image"].to(device) / 255.0 for s in samples]
             tg = []
             for s in samples:
@@ -146,23 +152,31 @@ def run(cfg) -> dict:
               grad_clip=t.grad_clip, progress=cfg.progress, desc=f"maskrcnn {sv.name}")
         if dist.is_main():
             save_torch(final, model.state_dict())
-    val = get_split(cfg.dataset, mc.eval_split)
-    out_json = out_dir / f"predictions_{val.name}.json"
-    coco, skipped = run_sharded(val, MaskRCNNPredictor(model, cfg, device, label_to_cat),
-                                out_json, out_dir / "shards" / val.name,
+    summaries = {}
+    for split_name in mc.eval_splits:
+        summaries[split_name] = evaluate_split(cfg, get_split(cfg.dataset, split_name), model,
+                                               device, label_to_cat, targets, agnostic)
+    return summaries
+
+
+def evaluate_split(cfg, split, model, device, label_to_cat, targets, agnostic) -> dict:
+    mc, sv, out_dir = cfg.maskrcnn, cfg.supervision, Path(cfg.run_dir)
+    out_json = out_dir / f"predictions_{split.name}.json"
+    coco, skipped = run_sharded(split, MaskRCNNPredictor(model, cfg, device, label_to_cat),
+                                out_json, out_dir / "shards" / split.name,
                                 config_key=[settings(mc.inference, BATCHING), stamp_of(out_dir)],
                                 shard_size=mc.inference.shard_size, workers=cfg.hardware.workers,
                                 strict=cfg.strict, progress=cfg.progress,
-                                desc=f"maskrcnn {sv.name} {val.name}",
+                                desc=f"maskrcnn {sv.name} {split.name}",
                                 categories=targets["categories"])
-    summary = finish_split(cfg, val, coco, skipped, out_dir, out_json,
-                           f"Mask R-CNN, {sv.name} ({val.name}, class-agnostic)")
-    if not agnostic and val.has_gt:
+    summary = finish_split(cfg, split, coco, skipped, out_dir, out_json,
+                           f"Mask R-CNN, {sv.name} ({split.name}, class-agnostic)")
+    if not agnostic and split.has_gt:
         ids = [im["id"] for im in coco["images"]]
-        aware = evaluate(val.coco, coco["annotations"], agnostic=False, image_ids=ids)
+        aware = evaluate(split.coco, coco["annotations"], agnostic=False, image_ids=ids)
         print(format_table({f"Mask R-CNN, {sv.name} (class-aware)": aware}))
         summary["metrics_class_aware"] = aware
-        update_json(out_dir / "metrics.json", val.name, summary)
+        update_json(out_dir / "metrics.json", split.name, summary)
     return summary
 
 

@@ -40,6 +40,7 @@ def build_model(cfg, device) -> SOLOv2:
     model = SOLOv2(build_backbone(cfg.backbone), levels, num_classes=s.num_classes,
                    fpn_channels=s.fpn_channels, head_channels=s.head_channels,
                    head_convs=s.head_convs, mask_channels=s.mask_channels,
+                   mask_branch_channels=s.get("mask_branch_channels") or s.mask_channels,
                    embedding_dim=s.embedding.dim if s.embedding.enabled else 0)
     return model.to(device)
 
@@ -131,7 +132,8 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
     training images, the backbone checkpoint and the weights it starts from."""
     s = cfg.solo
     model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
-             s.head_convs, s.mask_channels, s.num_classes, cfg.backbone]
+             s.head_convs, s.mask_channels, s.get("mask_branch_channels"), s.num_classes,
+             cfg.backbone]
     return fingerprint([settings(n) for n in model], cfg.seed, r,
                        file_identity(cfg.backbone.get("weights")), file_identity(init_from),
                        content_hash(targets["annotations"]),
@@ -193,11 +195,14 @@ def run(cfg) -> dict:
     for r in range(1, int(s.rounds) + 1):
         round_dir = out_dir / f"round{r}"
         init = prev if (prev is not None and s.self_training.init == "previous") else None
+        if r > 1 and s.embedding.enabled:
+            log.warning("round %d: its targets are round %d's predictions, which carry no "
+                        "embeddings, so the embedding loss is off from here on", r, r - 1)
         model = train_round(cfg, r, targets, round_dir, init, device)
         prev = round_dir / "model.pt"
         predictor = SoloPredictor(model, s, device)
         key = [settings(s.inference, BATCHING), stamp_of(round_dir)]  # the weights' own fingerprint
-        for split_name in dict.fromkeys([s.train_split, s.eval_split]):
+        for split_name in dict.fromkeys([s.train_split, *s.eval_splits]):
             split = get_split(cfg.dataset, split_name)
             out_json = round_dir / f"predictions_{split_name}.json"
             coco, skipped = run_sharded(split, predictor, out_json,

@@ -154,4 +154,4 @@ def test_annotate_stages_feed_point_supervised_training(label_studio, sample_cfg
                                f"supervision.annotations={points}", "backbone.weights=null",
                                "maskrcnn.train.max_iter=2", "maskrcnn.train.batch_size=2",
                                "overlays=0", run_name="maskrcnn_ls"))
-    assert "metrics" in res
+    assert "metrics" in res["val"]

@@ -60,6 +60,7 @@ def test_missing_file_and_wrong_shape(tmp_path):
 
 def test_unknown_image_id(tmp_path):
     p = tmp_path / "x.json"
-    p.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 1, "image_id": 2}]}))
+    p.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                             "annotations": [{"id": 1, "image_id": 2}]}))
     with pytest.raises(UserError, match="unknown image_id 2"):
         load_coco(p)

@@ -95,3 +95,23 @@ def test_crowd_regions_get_no_points_and_are_no_training_instance(tmp_path):
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
     bank = InstanceBank(Split("train", tmp_path, coco, True), coco)
     assert [len(anns) for _, anns in bank.items] == [1]
+
+
+def test_point_subsampling_is_seeded_per_instance_in_the_data_path(tmp_path):
+    from PIL import Image
+    from pipeline.data.datasets import Split
+    coco, m = coco_with_shape()
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    pts = points_from_masks(coco, 10, seed=0)
+    bank = InstanceBank(Split("train", tmp_path, coco, True), pts)
+    torch.manual_seed(123)
+    a = bank.batch(0, 2, seed=5, flip=False, sample_points=4)
+    torch.manual_seed(456)                               # the global RNG plays no part
+    b = bank.batch(0, 2, seed=5, flip=False, sample_points=4)
+    assert a[0]["points"].shape == (1, 4, 2)
+    assert torch.equal(a[0]["points"], b[0]["points"]) and torch.equal(a[1]["points"],
+                                                                       b[1]["points"])
+    full = {tuple(p) for p in (torch.tensor(pts["annotations"][0]["point_coords"]) + 0.5).tolist()}
+    assert {tuple(p) for p in a[0]["points"][0].tolist()} <= full   # a subset, labels kept
+    c = bank.batch(1, 2, seed=5, flip=False, sample_points=4)
+    assert not torch.equal(a[0]["points"], c[0]["points"])         # another draw next step

@@ -169,7 +169,8 @@ def test_sweep_over_other_images_in_the_same_folder_is_not_reported_finished(tin
     def sweep(data):
         r = subprocess.run(pipeline_cmd("-m", "stage=baseline", "hardware.workers=1,2",
                                         f"paths.data_dir={data}", "dataset.generate.num.train=8",
-                                        "dataset.generate.num.val=4", "overlays=0",
+                                        "dataset.generate.num.val=4",
+                                        "dataset.generate.num.test=4", "overlays=0",
                                         "baseline.methods=[threshold_components]",
                                         f"paths.output_dir={tmp_path / 'out'}"),
                            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)

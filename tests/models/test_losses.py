@@ -84,3 +84,19 @@ def test_embedding_loss():
     a = torch.tensor([[1.0, 0.0]])
     assert embedding_loss(a, a).item() == pytest.approx(0.0)
     assert embedding_loss(a, -a).item() == pytest.approx(2.0)
+
+
+def test_pairwise_edges_crossing_the_box_border_count_with_centre_in_box():
+    """BoxInst: an edge counts when its centre pixel lies in the box; its neighbour may lie
+    outside. A mask that stops short of a same-colour region just outside the box is then
+    penalised; with both ends required inside, those edges vanish."""
+    h = w = 12
+    sim = colour_similarity(rgb_to_lab(torch.zeros(1, 3, h, w)))      # one colour everywhere
+    region = torch.zeros(1, h, w, dtype=torch.bool)
+    region[0, 2:10, 2:10] = True                                       # the box
+    logits = torch.full((1, h, w), -8.0)
+    logits[0, 2:10, 2:10] = 8.0                                        # object = box exactly
+    inside_only = pairwise_affinity_loss(logits, sim, region).item()
+    crossing = pairwise_affinity_loss(logits, sim, region,
+                                      neighbour_ok=torch.ones(1, h, w, dtype=torch.bool)).item()
+    assert inside_only < 1e-3 and crossing > 1.0

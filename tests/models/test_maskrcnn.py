@@ -30,7 +30,8 @@ def test_point_loss_ignores_outside_and_unlabelled():
     box = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
     pts = torch.tensor([[[15.0, 15.0], [5.0, 15.0], [15.0, 15.0]]])
     lab = torch.tensor([[1.0, 1.0, -1.0]])
-    assert point_loss(logits, box, pts, lab).item() == pytest.approx(math.log(2), rel=1e-6)
+    # mean over all 3 points, the outside and the unlabelled one weighted 0 (detectron2)
+    assert point_loss(logits, box, pts, lab).item() == pytest.approx(math.log(2) / 3, rel=1e-6)
     # all outside: zero, with a gradient path
     out = point_loss(logits.requires_grad_(), box, pts[:, 1:2], lab[:, 1:2])
     assert out.item() == 0.0

@@ -49,7 +49,7 @@ def test_smaller_instance_wins_shared_cell():
 def tiny_model():
     torch.manual_seed(0)
     return SOLOv2(ResNetFeatures("resnet18"), LEVELS, fpn_channels=16, head_channels=16,
-                  head_convs=1, mask_channels=16)
+                  head_convs=1, mask_channels=16, mask_branch_channels=16)
 
 
 def test_forward_shapes_and_predict():

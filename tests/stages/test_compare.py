@@ -69,6 +69,7 @@ def sweep_cmd(tiny_sample, out, *extra):
     return [sys.executable, "-m", "pipeline", "-m", "stage=maskrcnn",
             f"paths.data_dir={tiny_sample}", f"paths.output_dir={out}",
             "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+            "dataset.generate.num.test=4",
             "backbone.weights=null", "maskrcnn.train.max_iter=2", "maskrcnn.train.batch_size=2",
             "overlays=0", "progress=false", *extra]
 
@@ -97,7 +98,8 @@ def test_real_sweep_reports_failed_job_and_reuses_finished_work(tmp_path, tiny_s
     assert model.stat().st_mtime_ns == stamp
     res = subprocess.run([sys.executable, "-m", "pipeline", "stage=compare",
                           f"paths.data_dir={tiny_sample}", f"paths.output_dir={out}",
-                          "dataset.generate.num.train=8", "dataset.generate.num.val=4"],
+                          "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+                          "dataset.generate.num.test=4"],
                          env=env, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     rows = {r["supervision"]: r for r in csv.DictReader(

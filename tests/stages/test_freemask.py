@@ -126,7 +126,8 @@ def test_rerun_skips_finished_shards_and_config_change_redoes(sample_cfg, monkey
 @pytest.mark.e2e
 def test_resume_after_kill_9_gives_identical_output(tmp_path, tiny_sample):
     common = pipeline_cmd("stage=freemask", f"paths.data_dir={tiny_sample}",
-                          "dataset.generate.num.train=8", "dataset.generate.num.val=4", *FAST,
+                          "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+                          "dataset.generate.num.test=4", *FAST,
                           "freemask.shard_size=1", "freemask.batch_size=1",
                           "freemask.splits=[train]", "progress=false", "overlays=0")
     ref, killed = tmp_path / "ref", tmp_path / "killed"

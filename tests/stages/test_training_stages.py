@@ -64,7 +64,7 @@ def test_maskrcnn_trains_and_evaluates(sample_cfg, supervision):
                      run_name=f"maskrcnn_{supervision}")
     res = run_stage(cfg)
     run = Path(cfg.run_dir)
-    assert "metrics" in res and (run / "model.pt").is_file()
+    assert "metrics" in res["val"] and "metrics" in res["test"] and (run / "model.pt").is_file()
     COCO(str(run / "predictions_val.json"))
     if supervision == "points":
         pts = json.loads((run / "points_train.json").read_text())["annotations"]
@@ -78,7 +78,7 @@ def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_samp
     run_stage(fm)
     targets = Path(fm.run_dir) / "free_masks_train.json"
     cmd = pipeline_cmd("stage=solo", f"paths.data_dir={tiny_sample}",
-                       "dataset.generate.num.train=8", "dataset.generate.num.val=4",
+                       "dataset.generate.num.train=8", "dataset.generate.num.val=4", "dataset.generate.num.test=4",
                        f"solo.targets={targets}", *SOLO, "solo.rounds=1",
                        "solo.train.max_iter=12", "solo.train.ckpt_every=3", "progress=false",
                        "overlays=0")
