@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
 
-.PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare annotate annotate-sync label-studio \
+.PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
@@ -54,10 +54,22 @@ free-masks: $(STAMP)
 # shards only when made from the same inputs; a failed job is reported in the table, and the
 # target still fails at the end so CI notices.
 # Parallel: ARGS="hydra/launcher=joblib"; Slurm: ARGS="hydra/launcher=slurm_gpu ..."
+# Every model is class-agnostic (supervision.agnostic=true), like the label-free rows.
 compare: pseudo-labels
-	$(RUN) -m stage=maskrcnn supervision=full,points,free_masks,solo || echo FAILED > .compare-failed
-	$(RUN) -m stage=maskrcnn supervision=points supervision.points=1,3 || echo FAILED > .compare-failed
+	$(RUN) -m stage=maskrcnn supervision=full,points,free_masks,solo supervision.agnostic=true \
+		|| echo FAILED > .compare-failed
+	$(RUN) -m stage=maskrcnn supervision=points supervision.agnostic=true supervision.points=1,3 \
+		|| echo FAILED > .compare-failed
 	$(RUN) stage=compare
+	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
+
+# The headline table over seeds 0,1,2 (mean ± sd): SOLO rounds and Mask R-CNN full/points.
+compare-seeds: pseudo-labels
+	$(RUN) -m stage=solo seed=0,1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
+		|| echo FAILED > .compare-failed
+	$(RUN) -m stage=maskrcnn supervision=full,points supervision.agnostic=true seed=0,1,2 \
+		'hydra.sweep.dir=$${paths.work_dir}/seeds/maskrcnn' || echo FAILED > .compare-failed
+	$(RUN) stage=compare compare=seeds run_name=compare_seeds
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
 # Point annotation: start Label Studio if needed, create/update the project from the

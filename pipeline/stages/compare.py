@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from pipeline.data.datasets import get_split
@@ -21,8 +23,8 @@ from pipeline.io import read_json, write_text, write_with
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "supervision", "status", "mask_AP", "mask_AP50", "box_AP",
-           "pct_of_full", "annotation_s_per_image", "annotation_hours", "run"]
+COLUMNS = ["method", "supervision", "status", "mask_AP", "mask_AP_sd", "seeds", "mask_AP50",
+           "box_AP", "pct_of_full", "annotation_s_per_image", "annotation_hours", "run"]
 
 
 def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
@@ -42,7 +44,10 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
                 "points": f"Mask R-CNN, points ({n_points} pts)",
                 "free_masks": "Mask R-CNN on free masks",
                 "solo": "Mask R-CNN on SOLO pseudo-labels"}.get(sv.name, f"Mask R-CNN, {sv.name}")
-        row = {"method": name, "supervision": sv.name, "run": str(job.relative_to(sweep)),
+        if sv.name in ("full", "points") and not sv.get("agnostic"):
+            name += " (class-aware model)"  # collapsed classes: duplicates count as errors
+        run = str(job.relative_to(sweep))
+        row = {"method": name, "supervision": sv.name, "run": _without_seed(run),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
         metrics = job / "metrics.json"
@@ -59,20 +64,48 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
 
 
 def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
-    """Label-free pseudo-masks evaluated as they are (no Mask R-CNN)."""
+    """Label-free pseudo-masks evaluated as they are (no Mask R-CNN). A run may be a glob
+    (e.g. one folder per seed): its matches become one row, mean and spread."""
     rows = []
     for label, run in direct.items():
-        f = work_dir / run / "metrics.json"
-        m = read_json(f).get(split, {}).get("metrics") if f.is_file() else None
-        row = {"method": label, "supervision": "none", "run": run,
-               "annotation_s_per_image": 0.0, "annotation_hours": 0.0}
-        if m is None:
-            row["status"] = f"not run ({f} missing)"
-        else:
-            row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
-                       box_AP=m["bbox"]["AP"])
-        rows.append(row)
+        found = sorted(work_dir.glob(run)) or [work_dir / run]
+        for d in found:
+            f = d / "metrics.json"
+            m = read_json(f).get(split, {}).get("metrics") if f.is_file() else None
+            row = {"method": label, "supervision": "none", "run": run,
+                   "annotation_s_per_image": 0.0, "annotation_hours": 0.0}
+            if m is None:
+                row["status"] = f"not run ({f} missing)"
+            else:
+                row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
+                           box_AP=m["bbox"]["AP"])
+            rows.append(row)
     return rows
+
+
+def _without_seed(run: str) -> str:
+    return re.sub(r"(^|,)seed=\d+(?=,|/|$)", "", run).lstrip(",") or "."
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Rows of one method and run but other seeds -> one row: mean of the metrics, their
+    sample standard deviation (`mask_AP_sd`) and the number of seeds (`seeds`)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["supervision"], r["run"]), []).append(r)
+    out = []
+    for members in groups.values():
+        ok = [r for r in members if r["status"] == "ok"]
+        row = dict(members[0], seeds=len(ok))
+        if ok:
+            for k in ("mask_AP", "mask_AP50", "box_AP"):
+                row[k] = float(np.mean([r[k] for r in ok]))
+            row["mask_AP_sd"] = float(np.std([r["mask_AP"] for r in ok], ddof=1)) \
+                if len(ok) > 1 else None
+            bad = [r["status"] for r in members if r["status"] != "ok"]
+            row["status"] = "ok" if not bad else f"{len(bad)} of {len(members)} failed: {bad[0]}"
+        out.append(row)
+    return out
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
@@ -83,9 +116,13 @@ def to_markdown(rows: list[dict], title: str) -> str:
 
     def f(v, fmt="{:.1f}"):
         return "-" if v is None or v == "" else fmt.format(v)
+    def ap(r):
+        if r.get("mask_AP_sd") is None:
+            return f(r.get("mask_AP"))
+        return f"{r['mask_AP']:.1f} ± {r['mask_AP_sd']:.1f} ({r['seeds']} seeds)"
     for r in rows:
         out.append("| " + " | ".join([
-            r["method"], f(r.get("mask_AP")), f(r.get("mask_AP50")), f(r.get("box_AP")),
+            r["method"], ap(r), f(r.get("mask_AP50")), f(r.get("box_AP")),
             f(r.get("pct_of_full"), "{:.0f}%"), f(r.get("annotation_s_per_image")),
             f(r.get("annotation_hours"), "{:.2f}"), r["status"]]) + " |")
     return "\n".join(out)
@@ -106,6 +143,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         x = r["annotation_hours"] or free_x
         marker = "o" if r["supervision"] != "none" else "s"
         ax.scatter([x], [r["mask_AP"]], s=50, marker=marker, zorder=3)
+        if r.get("mask_AP_sd"):  # spread over seeds
+            ax.errorbar([x], [r["mask_AP"]], yerr=[r["mask_AP_sd"]], color="0.4", capsize=3,
+                        lw=1, zorder=2)
         ax.annotate(r["method"].replace("Mask R-CNN, ", ""), (x, r["mask_AP"]),
                     textcoords="offset points", xytext=(6, 4), fontsize=8)
     pts = sorted((r["annotation_hours"], r["mask_AP"]) for r in ok
@@ -120,7 +160,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_xlim(lo, hi)
     ax.axvline(free_x * 3, color="0.85", lw=0.8, ls="--")
     ax.set_xlabel("annotation hours for the training set (log scale)")
-    ax.set_ylabel("mask AP (val)")
+    ax.set_ylabel("mask AP")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -140,7 +180,9 @@ def run(cfg) -> dict:
     if not rows:
         raise UserError(f"no sweep jobs (*/.hydra/config.yaml) under {sweep}")
     rows += _direct_rows(Path(cfg.paths.work_dir), c.direct, c.split)
-    full = [r for r in rows if r["supervision"] == "full" and r["status"] == "ok"]
+    rows = aggregate(rows)
+    full = sorted((r for r in rows if r["supervision"] == "full" and r["status"] == "ok"),
+                  key=lambda r: "class-aware" in r["method"])  # like with like: agnostic first
     for r in rows:
         if full and r.get("mask_AP") is not None and full[0]["mask_AP"] > 0:
             r["pct_of_full"] = 100 * r["mask_AP"] / full[0]["mask_AP"]

@@ -117,3 +117,22 @@ def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_sample):
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert next((out / "cpu_sample" / "multirun").glob("*supervision=full/metrics.json"))
+
+
+def test_seeds_of_one_run_become_one_row_with_mean_and_spread():
+    from pipeline.stages.compare import _without_seed, aggregate
+    assert _without_seed("seed=1,supervision.agnostic=true,supervision=full") == \
+        "supervision.agnostic=true,supervision=full"
+    assert _without_seed("a=1,seed=12") == "a=1" and _without_seed("seed=0") == "."
+
+    def row(ap, run="supervision=full", status="ok"):
+        return {"method": "Mask R-CNN, full masks", "supervision": "full", "run": run,
+                "status": status, "mask_AP": ap, "mask_AP50": 2 * ap, "box_AP": ap + 1}
+    rows = aggregate([row(10.0), row(12.0), row(14.0), row(30.0, run="other")])
+    main = next(r for r in rows if r["run"] == "supervision=full")
+    assert main["mask_AP"] == 12.0 and main["mask_AP_sd"] == 2.0 and main["seeds"] == 3
+    assert main["mask_AP50"] == 24.0 and main["status"] == "ok"
+    single = next(r for r in rows if r["run"] == "other")
+    assert single["mask_AP_sd"] is None and single["seeds"] == 1
+    failed = aggregate([row(10.0), row(None, status="failed: boom")])[0]
+    assert failed["mask_AP"] == 10.0 and failed["status"].startswith("1 of 2 failed: failed")
