@@ -18,16 +18,17 @@ def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None
     OmegaConf.save(OmegaConf.create({"supervision": supervision}), job / ".hydra" / "config.yaml")
     if metrics is not None:
         m = {"segm": {"AP": metrics[0], "AP50": metrics[1]}, "bbox": {"AP": metrics[2]}}
-        (job / "metrics.json").write_text(json.dumps({"val": {"metrics": m}}))
+        (job / "metrics.json").write_text(json.dumps({"test": {"metrics": m}}))
     if error:
         (job / "error.txt").write_text(error)
 
 
 def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
     sweep = tmp_path / "sweep"
-    fake_job(sweep, "supervision=full", {"name": "full", "mask_loss": "full"}, (40.0, 60.0, 45.0))
-    fake_job(sweep, "supervision=points", {"name": "points", "mask_loss": "points", "points": 10},
-             (38.0, 58.0, 44.0))
+    fake_job(sweep, "supervision=full", {"name": "full", "mask_loss": "full", "agnostic": True},
+             (40.0, 60.0, 45.0))
+    fake_job(sweep, "supervision=points", {"name": "points", "mask_loss": "points", "points": 10,
+                                           "agnostic": True}, (38.0, 58.0, 44.0))
     fake_job(sweep, "supervision.points=3,supervision=points",
              {"name": "points", "mask_loss": "points", "points": 3}, (30.0, 50.0, 43.0))
     fake_job(sweep, "supervision=free_masks", {"name": "free_masks", "mask_loss": "full"},
@@ -49,6 +50,7 @@ def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
         pytest.approx(n * (7 + 2.7) / 8)
     md = (out / "comparison.md").read_text()
     assert "| Mask R-CNN, points (10 pts) | 38.0 |" in md and "failed" in md
+    assert "| Mask R-CNN, points (3 pts) (class-aware model) | 30.0 |" in md
     assert (out / "ap_vs_cost.png").stat().st_size > 10_000
 
 
@@ -127,7 +129,8 @@ def test_seeds_of_one_run_become_one_row_with_mean_and_spread():
 
     def row(ap, run="supervision=full", status="ok"):
         return {"method": "Mask R-CNN, full masks", "supervision": "full", "run": run,
-                "status": status, "mask_AP": ap, "mask_AP50": 2 * ap, "box_AP": ap + 1}
+                "status": status, "mask_AP": ap, "mask_AP50": ap and 2 * ap,
+                "box_AP": ap and ap + 1}
     rows = aggregate([row(10.0), row(12.0), row(14.0), row(30.0, run="other")])
     main = next(r for r in rows if r["run"] == "supervision=full")
     assert main["mask_AP"] == 12.0 and main["mask_AP_sd"] == 2.0 and main["seeds"] == 3
