@@ -64,11 +64,13 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
 
 
 def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
-    """Label-free pseudo-masks evaluated as they are (no Mask R-CNN). A run may be a glob
-    (e.g. one folder per seed): its matches become one row, mean and spread."""
+    """Label-free pseudo-masks evaluated as they are (no Mask R-CNN). A run may be a glob or
+    a list of them (e.g. one folder per seed): the matches become one row, mean and spread."""
     rows = []
-    for label, run in direct.items():
-        found = sorted(work_dir.glob(run)) or [work_dir / run]
+    for label, runs in direct.items():
+        runs = [runs] if isinstance(runs, str) else list(runs)
+        run = " + ".join(runs)
+        found = [d for r in runs for d in sorted(work_dir.glob(r))] or [work_dir / runs[0]]
         for d in found:
             f = d / "metrics.json"
             m = read_json(f).get(split, {}).get("metrics") if f.is_file() else None

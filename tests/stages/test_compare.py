@@ -38,7 +38,7 @@ def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
     run_stage(cfg)
     out = Path(cfg.run_dir)
     rows = {r["run"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
-    assert len(rows) == 7                          # 5 jobs + 2 label-free rows
+    assert len(rows) == 11                         # 5 jobs + 6 label-free rows
     assert rows["supervision=points"]["pct_of_full"].startswith("95")
     assert rows["supervision=free_masks"]["status"].startswith("failed: UserError: free-mask")
     assert rows["supervision=solo"]["status"].startswith("failed: no metrics.json")
