@@ -8,11 +8,12 @@ and run lengths that are non-negative and cover exactly height x width pixels.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from pipeline.errors import UserError
+
+
+_NUMBER = (int, float)  # JSON numbers; exact types: this runs over every COCO coordinate
 
 
 def rle_counts(counts: str) -> np.ndarray:
@@ -47,7 +48,7 @@ def _mask_problem(seg, h, w) -> str | None:
         if not seg:
             return "has an empty polygon list"
         for poly in seg:
-            if not isinstance(poly, list) or not all(isinstance(v, numbers.Real) for v in poly):
+            if not isinstance(poly, list) or not all(type(v) in _NUMBER for v in poly):
                 return "has a polygon that is not a list of numbers"
             if len(poly) % 2:
                 return f"has a polygon with an odd number of coordinates ({len(poly)})"
