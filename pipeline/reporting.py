@@ -22,6 +22,11 @@ def update_json(path: Path, key: str, value) -> dict:
 
 def finish_split(cfg, split: Split, coco: dict, skipped: list[dict], out_dir: Path,
                  out_json: Path, title: str) -> dict:
+    """Reports, overlays and evaluation: by rank 0 alone under torchrun."""
+    from pipeline import dist
+    if not dist.is_main():
+        return {"predictions": str(out_json), "images": len(coco["images"]),
+                "masks": len(coco["annotations"]), "skipped": len(skipped)}
     out_dir = Path(out_dir)
     update_json(out_dir / "skipped.json", split.name, skipped)
     if skipped:

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import dist
 from pipeline.data.coco import AGNOSTIC_CATEGORY, make_coco, save_coco
 from pipeline.data.datasets import Split
 from pipeline.data.images import ImageReadError, read_rgb
@@ -77,19 +78,23 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
     if any(done):
         log.info("resuming: %d of %d shards already done in %s", sum(done), len(chunks),
                  work_dir)
-    bar = tqdm(total=len(infos), desc=desc, unit="img", disable=not progress)
-    for chunk, shard, key, ok in zip(chunks, paths, keys, done):
-        if ok:
+    # under torchrun each rank predicts every world-th shard; all merge once all are written
+    rank, world = dist.rank(), dist.world_size()
+    bar = tqdm(total=len(infos), desc=desc, unit="img", disable=not progress or rank != 0)
+    for i, (chunk, shard, key, ok) in enumerate(zip(chunks, paths, keys, done)):
+        if ok or i % world != rank:
             bar.update(len(chunk))
             continue
         loaded, skipped = load_images(split, chunk, workers, strict)
         anns = predictor(loaded) if loaded else []
-        write_json(shard, {"fingerprint": key, "images": [im for im, _ in loaded],
+        write_json(shard, {"fingerprint": key, "rank": rank, "images": [im for im, _ in loaded],
                            "annotations": [a for per in anns for a in per],
                            "skipped": skipped})
         bar.update(len(chunk))
     bar.close()
-    coco, skipped = merge_shards(work_dir, len(chunks), out_json, categories, info)
+    dist.barrier()
+    coco, skipped = merge_shards(work_dir, len(chunks), out_json if dist.is_main() else None,
+                                 categories, info)
     return coco, split.left_out + skipped
 
 
@@ -110,6 +115,7 @@ def merge_shards(work_dir, n: int, out_json, categories=None, info=None):
         anns += s["annotations"]
         skipped += s["skipped"]
     coco = make_coco(images, anns, categories or [AGNOSTIC_CATEGORY], info)
-    save_coco(out_json, coco)
+    if out_json is not None:
+        save_coco(out_json, coco)
     return coco, skipped
 
