@@ -19,6 +19,7 @@ from pipeline import dist
 from pipeline.data.coco import load_coco, make_coco, mask_to_annotation, save_coco
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank, pad_batch
+from pipeline.data.strong_views import training_views
 from pipeline.data.transforms import same_size_batches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import read_json, save_torch, write_json
@@ -167,11 +168,18 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
     if s.embedding.enabled:
         weights.embedding = s.embedding.weight
 
+    paste, strong = float(t.get("copy_paste", 0.0)), bool(t.get("strong_view", False))
+
     def step(m, it):
         samples = bank.batch(it, t.batch_size, cfg.seed + 1000 * r, t.sizes, t.max_size,
                              flip=True, rank=dist.rank(), world=dist.world_size())
+        if paste or strong:  # FreeSOLO's views: pasted instances, strong view for the net
+            samples = training_views(samples, [cfg.seed, r, it, dist.rank()], paste, strong)
         images, valid = pad_batch(samples)
-        out = m(normalize(images.to(device)))
+        net_in = pad_batch([dict(x, image=x["strong"]) for x in samples])[0] if strong \
+            else images
+        out = m(normalize(net_in.to(device)))
+        # the colour-affinity loss reads the weak view: the image's own colours
         return solo_loss(model, out, samples, images.to(device), valid.to(device), weights, it)
 
     train(model, opt, step, round_dir, t.max_iter, ckpt_every=t.ckpt_every,

@@ -105,3 +105,16 @@ def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_samp
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (ref / "cpu_sample" / "solo" / "pseudo_labels.json").read_bytes() == \
         (out / "cpu_sample" / "solo" / "pseudo_labels.json").read_bytes()
+
+
+@pytest.mark.e2e
+def test_solo_trains_on_freesolo_views(sample_cfg):
+    """Copy-paste and strong views on: a round trains with finite losses and predicts."""
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+                         run_name="freemask"))
+    cfg = sample_cfg("stage=solo", *SOLO, "solo.rounds=1", "solo.train.copy_paste=1.0",
+                     "solo.train.strong_view=true", run_name="solo_views")
+    res = run_stage(cfg)
+    assert "round1/val" in res
+    rows = (Path(cfg.run_dir) / "round1" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and all("nan" not in r for r in rows)
