@@ -22,7 +22,7 @@ from pipeline.data.instances import InstanceBank, pad_batch
 from pipeline.data.strong_views import training_views
 from pipeline.data.transforms import same_size_batches, to_tensor
 from pipeline.errors import UserError
-from pipeline.io import read_json, save_torch, write_json
+from pipeline.io import save_torch
 from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
     solo_predict

@@ -5,9 +5,9 @@ import json
 import httpx
 import pytest
 
-from annotation import sync as ls_sync, tasks
+from annotation import sync as ls_sync
 from pipeline.errors import UserError
-from tests.annotation.test_label_studio import agnostic, annotated, gt, project  # noqa: F401
+from tests.annotation.test_label_studio import annotated, gt, project  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 CATS = [{"id": 1, "name": "object"}]
