@@ -148,7 +148,9 @@ def run(cfg) -> dict:
     backbone = build_backbone(cfg.backbone)
     predictor = FreeMaskPredictor(backbone, fm, device)
     weights = cfg.backbone.get("weights")
-    key = [settings(fm, BATCHING), settings(cfg.backbone), file_identity(weights)]
+    # features in eval mode: backbone.norm (frozen or not while fine-tuning) cannot change them
+    key = [settings(fm, BATCHING), cfg.backbone.arch, cfg.backbone.get("seed"),
+           file_identity(weights)]
     results = {}
     for split_name in dict.fromkeys([*fm.splits, *fm.get("eval_splits", [])]):
         split = get_split(cfg.dataset, split_name)

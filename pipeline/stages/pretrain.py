@@ -30,7 +30,9 @@ def run(cfg) -> dict:
     if p.get("overwrite", False):
         for f in (final, out_dir / "last.pt"):
             f.unlink(missing_ok=True)
-    key = fingerprint(settings(p), settings(cfg.backbone), cfg.seed,
+    # the architecture only: pretraining builds its own BN encoder whatever backbone.norm
+    # (a fine-tuning setting) says, and backbone.weights names this stage's own output
+    key = fingerprint(settings(p), cfg.backbone.arch, cfg.seed,
                       file_identity(p.get("init_weights")),
                       image_identities(split.image_root, split.images))
     if dist.is_main():
