@@ -127,10 +127,11 @@ def load_backbone_weights(model: ResNetFeatures, path) -> dict:
     return {"path": str(path), "loaded": len(expected), "dropped": len(dropped)}
 
 
-def build_backbone(cfg) -> ResNetFeatures:
-    """Backbone from a `backbone` config node: arch, norm, weights (path or null), seed."""
+def build_backbone(cfg, norm: str | None = None) -> ResNetFeatures:
+    """Backbone from a `backbone` config node: arch, norm (unless given), weights (path or
+    null), seed."""
     torch.manual_seed(int(cfg.get("seed", 0)))
-    norm = cfg.get("norm", "bn")
+    norm = norm or cfg.get("norm", "bn")
     if norm not in NORMS:
         raise UserError(f"backbone.norm={norm!r} unknown; use one of {', '.join(NORMS)}")
     model = ResNetFeatures(cfg.arch, "frozen_bn" if norm == "frozen_bn" else "bn")

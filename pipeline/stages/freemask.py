@@ -145,7 +145,7 @@ def run(cfg) -> dict:
     fm = cfg.freemask
     out_dir = Path(cfg.run_dir)
     device = dist.init(cfg.hardware.device)
-    backbone = build_backbone(cfg.backbone)
+    backbone = build_backbone(cfg.backbone, norm="bn")  # inference: eval-mode BN
     predictor = FreeMaskPredictor(backbone, fm, device)
     weights = cfg.backbone.get("weights")
     # features in eval mode: backbone.norm (frozen or not while fine-tuning) cannot change them
