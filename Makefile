@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
+SWEEP := $(PY) -m pipeline -m $(ARGS)   # Hydra wants -m before every override
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench clean-outputs
@@ -56,9 +57,9 @@ free-masks: $(STAMP)
 # Parallel: ARGS="hydra/launcher=joblib"; Slurm: ARGS="hydra/launcher=slurm_gpu ..."
 # Every model is class-agnostic (supervision.agnostic=true), like the label-free rows.
 compare: pseudo-labels
-	$(RUN) -m stage=maskrcnn supervision=full,points,free_masks,solo supervision.agnostic=true \
+	$(SWEEP) stage=maskrcnn supervision=full,points,free_masks,solo supervision.agnostic=true \
 		|| echo FAILED > .compare-failed
-	$(RUN) -m stage=maskrcnn supervision=points supervision.agnostic=true supervision.points=1,3 \
+	$(SWEEP) stage=maskrcnn supervision=points supervision.agnostic=true supervision.points=1,3 \
 		|| echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
@@ -66,11 +67,11 @@ compare: pseudo-labels
 # The headline rows over seeds 0,1,2 (mean ± sd in the same table): SOLO rounds and Mask
 # R-CNN full/points. Seed 0 is the run above (reused when made from the same inputs).
 compare-seeds: pseudo-labels
-	$(RUN) -m stage=solo seed=1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
+	$(SWEEP) stage=solo seed=1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
 		|| echo FAILED > .compare-failed
-	$(RUN) -m stage=maskrcnn supervision=full,points supervision.agnostic=true \
+	$(SWEEP) stage=maskrcnn supervision=full,points supervision.agnostic=true \
 		|| echo FAILED > .compare-failed
-	$(RUN) -m stage=maskrcnn supervision=full,points supervision.agnostic=true seed=1,2 \
+	$(SWEEP) stage=maskrcnn supervision=full,points supervision.agnostic=true seed=1,2 \
 		|| echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
