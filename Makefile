@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 RUN := $(PY) -m pipeline $(ARGS)
-SWEEP := $(PY) -m pipeline -m $(ARGS)   # Hydra wants -m before every override
+# Hydra sweeps: -m must come before every override, ARGS included
+SWEEP := $(PY) -m pipeline -m $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench clean-outputs
