@@ -67,8 +67,12 @@ def _tensorboard(out_dir: Path):
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_dir,
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
-          progress: bool = True, desc: str = "train") -> nn.Module:
-    """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present."""
+          progress: bool = True, desc: str = "train", seed: int | None = None) -> nn.Module:
+    """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
+
+    seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
+    randomness inside the model (Mask R-CNN's proposal and RoI sampling) is the same after a
+    resume as in an uninterrupted run."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
@@ -108,6 +112,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
                disable=not (progress and dist.is_main()))
     t0 = time.perf_counter()
     for it in range(start, max_iter):
+        if seed is not None:
+            torch.manual_seed((seed * 1_000_003 + it) * 64 + dist.rank())
         with torch.autocast(device.type, enabled=use_amp):
             losses = step(wrapped, it)
         loss = losses["loss"]

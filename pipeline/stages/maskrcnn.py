@@ -149,7 +149,8 @@ def run(cfg) -> dict:
 
         train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
               log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
-              grad_clip=t.grad_clip, progress=cfg.progress, desc=f"maskrcnn {sv.name}")
+              grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
+              desc=f"maskrcnn {sv.name}")
         if dist.is_main():
             save_torch(final, model.state_dict())
     summaries = {}

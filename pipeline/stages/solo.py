@@ -184,7 +184,8 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
 
     train(model, opt, step, round_dir, t.max_iter, ckpt_every=t.ckpt_every,
           log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
-          grad_clip=t.grad_clip, progress=cfg.progress, desc=f"solo round {r}")
+          grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
+          desc=f"solo round {r}")
     if dist.is_main():
         save_torch(final, model.state_dict())
     return model
