@@ -35,7 +35,7 @@ def test_outputs_on_sample(sample_cfg):
         assert api.annToMask(a).sum() == a["area"]
         assert res[split]["metrics"]["segm"].keys() >= {"AP", "AP50", "AR100"}
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"train", "val"}
+    assert set(metrics) == {"train", "val", "test"}  # train + the dataset's eval_splits
     assert len(list((run / "overlays" / "val").glob("*.png"))) == 2
 
 
@@ -102,7 +102,8 @@ def test_empty_folder_and_missing_checkpoint(tmp_path, sample_cfg):
 
 
 def test_rerun_skips_finished_shards_and_config_change_redoes(sample_cfg, monkeypatch):
-    cfg = sample_cfg("stage=freemask", *FAST, "freemask.splits=[train]")
+    cfg = sample_cfg("stage=freemask", *FAST, "freemask.splits=[train]",
+                     "freemask.eval_splits=[]")
     run_stage(cfg)
     out = Path(cfg.run_dir) / "free_masks_train.json"
     first = out.read_bytes()
@@ -114,7 +115,7 @@ def test_rerun_skips_finished_shards_and_config_change_redoes(sample_cfg, monkey
     run_stage(cfg)
     assert calls == [] and out.read_bytes() == first
     cfg2 = sample_cfg("stage=freemask", *FAST, "freemask.splits=[train]",
-                      "freemask.maskcut.max_objects=3")
+                      "freemask.eval_splits=[]", "freemask.maskcut.max_objects=3")
     run_stage(cfg2)
     assert sum(calls) == 8  # all shards redone under the new configuration
     counts = {}

@@ -30,7 +30,7 @@ def test_solo_two_rounds_write_pseudo_labels(sample_cfg):
     cfg = sample_cfg("stage=solo", *SOLO, run_name="solo")
     res = run_stage(cfg)
     run = Path(cfg.run_dir)
-    assert set(res) == {"round1/train", "round1/val", "round2/train", "round2/val"}
+    assert set(res) == {f"round{r}/{s}" for r in (1, 2) for s in ("train", "val", "test")}
     api = COCO(str(run / "pseudo_labels.json"))
     assert len(api.getImgIds()) == 8
     for r in (1, 2):
