@@ -70,7 +70,10 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
     keys = [fingerprint(config_key, bool(strict), image_identities(split.image_root, chunk))
             for chunk in chunks]
     paths = [work_dir / f"shard_{i:05d}.json" for i in range(len(chunks))]
-    done = [_shard_key(p) == k for p, k in zip(paths, keys)]
+    # shards in hand, by index: the finished ones read once here, the new ones as written
+    have = {i: s for i, (p, k) in enumerate(zip(paths, keys))
+            if (s := _read_shard(p)) is not None and s.get("fingerprint") == k}
+    done = [i in have for i in range(len(chunks))]
     stale = sum(p.is_file() and not d for p, d in zip(paths, done))
     if stale:
         log.warning("recomputing %d shard(s) in %s: made from other images or settings",
@@ -87,30 +90,33 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
             continue
         loaded, skipped = load_images(split, chunk, workers, strict)
         anns = predictor(loaded) if loaded else []
-        write_json(shard, {"fingerprint": key, "rank": rank, "images": [im for im, _ in loaded],
-                           "annotations": [a for per in anns for a in per],
-                           "skipped": skipped})
+        have[i] = {"fingerprint": key, "rank": rank, "images": [im for im, _ in loaded],
+                   "annotations": [a for per in anns for a in per], "skipped": skipped}
+        write_json(shard, have[i])
         bar.update(len(chunk))
     bar.close()
     dist.barrier()
     coco, skipped = merge_shards(work_dir, len(chunks), out_json if dist.is_main() else None,
-                                 categories, info)
+                                 categories, info, have)
     return coco, split.left_out + skipped
 
 
-def _shard_key(path: Path) -> str | None:
+def _read_shard(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return read_json(path).get("fingerprint")
+        return read_json(path)
     except UserError:  # unreadable shard: recompute it
         return None
 
 
-def merge_shards(work_dir, n: int, out_json, categories=None, info=None):
+def merge_shards(work_dir, n: int, out_json, categories=None, info=None,
+                 have: dict[int, dict] | None = None):
+    """Concatenate shards 0..n-1 in order; those not in `have` (e.g. another rank's) are read."""
     images, anns, skipped = [], [], []
+    have = have or {}
     for i in range(n):
-        s = read_json(Path(work_dir) / f"shard_{i:05d}.json")
+        s = have[i] if i in have else read_json(Path(work_dir) / f"shard_{i:05d}.json")
         images += s["images"]
         anns += s["annotations"]
         skipped += s["skipped"]
