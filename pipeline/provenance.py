@@ -77,10 +77,6 @@ def image_identities(root, infos) -> list:
     return [str(root), out]
 
 
-def content_hash(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 def stamp_of(folder) -> str | None:
     f = Path(folder) / STAMP
     return read_json(f).get("fingerprint") if f.is_file() else None

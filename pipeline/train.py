@@ -172,7 +172,3 @@ def lr_schedule(optimizer, schedule: str, max_iter: int, warmup: int = 0,
             return gamma ** sum(it >= m for m in marks)
         return 0.5 * (1 + math.cos(math.pi * (it - warmup) / max(1, max_iter - warmup)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
-
-
-def cosine_with_warmup(optimizer, max_iter: int, warmup: int = 0, warmup_factor: float = 0.001):
-    return lr_schedule(optimizer, "cosine", max_iter, warmup, warmup_factor=warmup_factor)

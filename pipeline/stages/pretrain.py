@@ -17,7 +17,7 @@ from pipeline.io import save_torch
 from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
 from pipeline.models.densecl import DenseCL
 from pipeline.provenance import file_identity, fingerprint, guard, image_identities, settings
-from pipeline.train import cosine_with_warmup, train
+from pipeline.train import lr_schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run(cfg) -> dict:
     lr = p.base_lr * p.batch_size * dist.world_size() / 256  # linear scaling rule
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=lr,
                           momentum=0.9, weight_decay=p.weight_decay)
-    sched = cosine_with_warmup(opt, p.max_iter, p.warmup_iter)
+    sched = lr_schedule(opt, "cosine", p.max_iter, p.warmup_iter)
 
     def step(m, it):
         # augmentation randomness comes from (seed, iteration): a resumed run is identical

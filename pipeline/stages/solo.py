@@ -27,7 +27,7 @@ from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
     solo_predict
 from pipeline.reporting import finish_split, update_json
-from pipeline.provenance import (BATCHING, content_hash, file_identity, fingerprint, guard,
+from pipeline.provenance import (BATCHING, file_identity, fingerprint, guard,
                                  image_identities, settings, stamp_of)
 from pipeline.sharded import run_sharded
 from pipeline.train import lr_schedule, train
@@ -137,7 +137,7 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
              cfg.backbone]
     return fingerprint([settings(n) for n in model], cfg.seed, r,
                        file_identity(cfg.backbone.get("weights")), file_identity(init_from),
-                       content_hash(targets["annotations"]),
+                       targets["annotations"],
                        image_identities(split.image_root, split.images))
 
 
