@@ -32,16 +32,21 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     elif isinstance(seg.get("counts"), list):
         rle = mask_utils.frPyObjects(seg, height, width)
     else:
-        rle = dict(seg)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
+        rle = pycocotools_rle(seg)
     return mask_utils.decode(rle)
+
+
+def pycocotools_rle(seg: dict) -> dict:
+    """A compressed RLE as stored in our JSON (str counts) -> the form pycocotools takes."""
+    rle = dict(seg)
+    if isinstance(rle["counts"], str):
+        rle["counts"] = rle["counts"].encode("ascii")
+    return rle
 
 
 def mask_to_annotation(mask: np.ndarray, image_id: int, category_id: int = 1, **extra) -> dict:
     rle = encode_mask(mask)
-    x, y, w, h = mask_utils.toBbox(
-        {"size": rle["size"], "counts": rle["counts"].encode("ascii")}).tolist()
+    x, y, w, h = mask_utils.toBbox(pycocotools_rle(rle)).tolist()
     ann = {
         "image_id": int(image_id),
         "category_id": int(category_id),

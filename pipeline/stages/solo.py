@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from pipeline import dist
-from pipeline.data.coco import load_coco, make_coco, mask_to_annotation, save_coco
+from pipeline.data.coco import (load_coco, make_coco, mask_to_annotation, pycocotools_rle,
+                                save_coco)
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank, pad_batch
 from pipeline.data.strong_views import training_views
@@ -86,13 +87,6 @@ class SoloPredictor:
         return anns
 
 
-def _rle(a: dict) -> dict:
-    seg = dict(a["segmentation"])
-    if isinstance(seg["counts"], str):
-        seg["counts"] = seg["counts"].encode("ascii")
-    return seg
-
-
 def self_training_filter(coco: dict, st, width_of, previous: dict | None = None) -> dict:
     """Keep confident predictions as next-round targets (FreeSOLO Sec. 3.2): score
     threshold, at most `max_per_image`, boxes spanning (almost) the whole width dropped.
@@ -117,7 +111,8 @@ def self_training_filter(coco: dict, st, width_of, previous: dict | None = None)
         for image_id, prev in old.items():
             kept = by.setdefault(image_id, [])
             if kept:
-                iou = mask_utils.iou([_rle(a) for a in prev], [_rle(a) for a in kept],
+                iou = mask_utils.iou([pycocotools_rle(a["segmentation"]) for a in prev],
+                                     [pycocotools_rle(a["segmentation"]) for a in kept],
                                      [0] * len(kept))
                 prev = [a for a, row in zip(prev, np.atleast_2d(iou))
                         if row.max() < st.keep_previous_iou]
