@@ -13,13 +13,10 @@ import torch.nn.functional as F
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) xyxy boxes of the mask pixels (pixel edges)."""
-    boxes = torch.zeros((len(masks), 4))
-    for i, m in enumerate(masks):
-        ys, xs = torch.where(m)
-        if len(ys):
-            boxes[i] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-    return boxes
+    """(N, H, W) bool, none empty -> (N, 4) xyxy boxes at pixel edges (torchvision's boxes
+    run to the last pixel's index, COCO's to its far edge: +1)."""
+    from torchvision.ops import masks_to_boxes as last_pixel_boxes
+    return last_pixel_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
 def copy_paste(dst: dict, src: dict, rng: np.random.Generator, max_instances: int = 3,
