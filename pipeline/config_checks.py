@@ -65,6 +65,7 @@ RULES = {
                              "freemask.short_side", "freemask.max_size",
                              "solo.inference.short_side", "maskrcnn.inference.short_side")},
     "freemask.guided_radius": _num(0),
+    "solo.inference.guided_radius": _num(0),
 }
 
 

@@ -166,6 +166,7 @@ class LossWeights:
     pairwise_ignore_bottom: int = 0   # pixels at the image bottom left out of the pairwise term
     pairwise_edges: str = "centre_in_box"  # BoxInst; "both_in_box": both ends inside the box
     embedding: float = 0.0
+    level_mean: bool = True       # FreeSOLO: mask losses averaged per FPN level, then levels
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     sigma: float = 0.2
@@ -180,6 +181,7 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
     hm, wm = mf.shape[-2:]
     cate_logits, cate_targets = [], []
     pos_logits, pos_masks, pos_boxes, pos_img, pos_emb_pred, pos_emb_tgt = [], [], [], [], [], []
+    pos_level = []
     for i, s in enumerate(samples):
         masks = torch.zeros((s["masks"].shape[0], hp, wp), dtype=torch.bool)
         masks[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"]
@@ -201,6 +203,7 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
                 pos_masks.append(small[inst])
                 pos_boxes.append(s["boxes"][inst])
                 pos_img.append(torch.full((len(cells),), i, dtype=torch.long))
+                pos_level.append(torch.full((len(cells),), li, dtype=torch.long))
                 if w.embedding and out["embed"] and "embeddings" in s:
                     pos_emb_pred.append(out["embed"][li][i].flatten(1).T[cells.to(device)])
                     pos_emb_tgt.append(s["embeddings"][inst])
@@ -218,12 +221,13 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
         logits = torch.cat(pos_logits)
         target = torch.cat(pos_masks).to(device)
         prob = logits.sigmoid()
+        mean = (lambda v: level_mean(v, torch.cat(pos_level).to(device))) if w.level_mean \
+            else (lambda v: v.mean())
         if w.dice:
-            losses["loss_dice"] = w.dice * dice_loss(prob, target).mean()
+            losses["loss_dice"] = w.dice * mean(dice_loss(prob, target))
         if w.proj_max or w.proj_mean:
-            losses["loss_proj"] = (w.proj_max * projection_dice_loss(prob, target, "max")
-                                   + w.proj_mean * projection_dice_loss(prob, target, "mean")
-                                   ).mean()
+            losses["loss_proj"] = mean(w.proj_max * projection_dice_loss(prob, target, "max")
+                                       + w.proj_mean * projection_dice_loss(prob, target, "mean"))
         if w.pairwise:
             img_idx = torch.cat(pos_img).to(device)
             # colour similarity at stride 4 (BoxInst computes it on the downsampled image)
@@ -243,15 +247,26 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
                                              < rows - cut)
             region = region & small_valid[img_idx]
             ramp = min(1.0, (iteration + 1) / max(1, w.pairwise_warmup))
-            losses["loss_pair"] = w.pairwise * ramp * pairwise_affinity_loss(
+            losses["loss_pair"] = w.pairwise * ramp * mean(pairwise_affinity_loss(
                 logits, sim, region, w.pairwise_threshold, w.pairwise_kernel,
                 w.pairwise_dilation,
-                small_valid[img_idx] if w.pairwise_edges == "centre_in_box" else None).mean()
+                small_valid[img_idx] if w.pairwise_edges == "centre_in_box" else None))
         if pos_emb_pred:
             losses["loss_embed"] = w.embedding * embedding_loss(
                 torch.cat(pos_emb_pred), torch.cat(pos_emb_tgt).to(device)).mean()
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def level_mean(values: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Mean of per-instance losses within each FPN level, then over the levels that have
+    instances (FreeSOLO's released loss): a level with few objects weighs as much as a
+    crowded one, instead of each instance weighing the same."""
+    n = int(level.max()) + 1
+    sums = values.new_zeros(n).index_add(0, level, values)
+    counts = torch.bincount(level, minlength=n).to(values)
+    has = counts > 0
+    return (sums[has] / counts[has]).mean()
 
 
 # ---------------------------------------------------------------- inference (SOLOv2 Sec. 3.3)

@@ -25,6 +25,7 @@ from pipeline.data.transforms import same_size_batches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.backbone import build_backbone, normalize
+from pipeline.models.free_mask import upsample_masks
 from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
     solo_predict
 from pipeline.reporting import finish_split, update_json
@@ -69,17 +70,20 @@ class SoloPredictor:
             out = self.model(normalize(batch.to(self.device)))
             for i, (info, arr) in enumerate(group):
                 soft, score, label = solo_predict(self.model, out, i, self.params)
-                results[info["id"]] = self._annotations(info, arr.shape[:2], shape, (hp, wp),
-                                                        soft, score, label, out, i)
+                results[info["id"]] = self._annotations(info, arr, shape, soft, score, label)
         return [results[info["id"]] for info, _ in items]
 
-    def _annotations(self, info, image_hw, input_hw, padded_hw, soft, score, label, out, i):
+    def _annotations(self, info, image, input_hw, soft, score, label):
         if len(soft) == 0:
             return []
-        up = F.interpolate(soft[None], size=padded_hw, mode="bilinear", align_corners=False)
-        up = up[:, :, :input_hw[0], :input_hw[1]]
-        up = F.interpolate(up, size=tuple(image_hw), mode="bilinear", align_corners=False)[0]
-        masks = (up >= self.params.mask_threshold).cpu().numpy()
+        c = self.cfg.inference
+        radius = float(c.get("guided_radius", 0.0))
+        guide = (torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
+                 if radius > 0 else None)
+        # mask features are at stride 4 of the padded input (SOLOv2's unified mask branch)
+        masks = upsample_masks(soft[None], 4, input_hw, image.shape[:2],
+                               self.params.mask_threshold, guide, radius,
+                               float(c.get("guided_eps", 1e-2)))[0].cpu().numpy()
         anns = []
         for m, s, lab in zip(masks, score.tolist(), label.tolist()):
             if m.any():
