@@ -10,7 +10,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 # Hydra sweeps: -m must come before every override, ARGS included
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
-.PHONY: venv pseudo-labels real-photos free-masks maskrcnn compare compare-seeds annotate annotate-sync label-studio \
+.PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
@@ -48,6 +48,11 @@ maskrcnn: $(STAMP)
 	$(RUN) stage=maskrcnn supervision=full run_name=maskrcnn_full
 	$(RUN) stage=maskrcnn supervision=points run_name=maskrcnn_points
 
+# SparseInst, the real-time NMS-free student, under full masks and points
+sparseinst: $(STAMP)
+	$(RUN) stage=student model=sparseinst supervision=full run_name=sparseinst_full
+	$(RUN) stage=student model=sparseinst supervision=points run_name=sparseinst_points
+
 free-masks: $(STAMP)
 	$(RUN) stage=freemask
 
@@ -61,6 +66,8 @@ compare: pseudo-labels
 	$(SWEEP) stage=maskrcnn supervision=full,points,free_masks,solo supervision.agnostic=true \
 		|| echo FAILED > .compare-failed
 	$(SWEEP) stage=maskrcnn supervision=points supervision.agnostic=true supervision.points=1,3 \
+		|| echo FAILED > .compare-failed
+	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
 		|| echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
@@ -113,6 +120,7 @@ bench: $(STAMP)
 	$(PY) bench/freemask.py
 	$(PY) bench/solo.py
 	$(PY) bench/train.py
+	$(PY) bench/sparseinst.py
 	$(PY) bench/label_studio.py
 	$(PY) bench/faults.py
 

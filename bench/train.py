@@ -16,7 +16,7 @@ def main():
     from pipeline.data.points import points_from_masks
     from pipeline.models.backbone import ResNetFeatures
     from pipeline.models.maskrcnn import build_maskrcnn
-    from pipeline.stages.maskrcnn import _anchors
+    from pipeline.models.students import anchors
 
     torch.set_num_threads(args.threads)
     cfg = config(*overrides)
@@ -33,7 +33,7 @@ def main():
                                mask_head_channels=mc.mask_head_channels,
                                box_head_dim=mc.box_head_dim,
                                box_batch_size_per_image=mc.rois_per_image,
-                               rpn_anchor_generator=_anchors(mc.anchor_sizes))
+                               rpn_anchor_generator=anchors(mc.anchor_sizes))
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 

@@ -14,7 +14,7 @@ from pipeline.config_checks import check as check_settings
 from pipeline.errors import UserError, describe
 from pipeline.io import write_text
 from pipeline.lock import FolderInUse, folder_lock
-from pipeline.stages import STAGES
+from pipeline.stages import MODULES, STAGES
 
 log = logging.getLogger("pipeline")
 
@@ -29,7 +29,7 @@ def run_stage(cfg: DictConfig):
     import torch
     torch.set_num_threads(int(cfg.hardware.threads) or torch.get_num_threads())
     check_settings(cfg)
-    module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
+    module = importlib.import_module(f"pipeline.stages.{MODULES.get(cfg.stage, cfg.stage)}")
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all ranks
         return module.run(cfg)
     with folder_lock(cfg.run_dir):

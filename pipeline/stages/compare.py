@@ -20,11 +20,13 @@ from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
 from pipeline.eval.cost import measured_lead_time, seconds_per_instance
 from pipeline.io import read_json, write_text, write_with
+from pipeline.models.students import MODELS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "supervision", "status", "mask_AP", "mask_AP_sd", "seeds", "mask_AP50",
-           "box_AP", "pct_of_full", "annotation_s_per_image", "annotation_hours", "run"]
+COLUMNS = ["method", "model", "supervision", "status", "mask_AP", "mask_AP_sd", "seeds",
+           "mask_AP50", "box_AP", "pct_of_full", "annotation_s_per_image", "annotation_hours",
+           "images_per_s", "run"]
 
 
 def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
@@ -40,18 +42,22 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         if sv.get("annotations") and Path(str(sv.annotations)).is_file() and sv.name == "points":
             measured = measured_lead_time(read_json(sv.annotations))
         per_inst = seconds_per_instance(sv.name, cost, n_points, measured)
-        name = {"full": "Mask R-CNN, full masks",
-                "points": f"Mask R-CNN, points ({n_points} pts)",
-                "free_masks": "Mask R-CNN on free masks",
-                "solo": "Mask R-CNN on SOLO pseudo-labels"}.get(sv.name, f"Mask R-CNN, {sv.name}")
+        model = str(c.get("model", "maskrcnn"))
+        m_name = MODELS.get(model, model)
+        name = {"full": f"{m_name}, full masks",
+                "points": f"{m_name}, points ({n_points} pts)",
+                "free_masks": f"{m_name} on free masks",
+                "solo": f"{m_name} on SOLO pseudo-labels"}.get(sv.name, f"{m_name}, {sv.name}")
         if sv.name in ("full", "points") and not sv.get("agnostic"):
             name += " (class-aware model)"  # collapsed classes: duplicates count as errors
         run = str(job.relative_to(sweep))
-        row = {"method": name, "supervision": sv.name, "run": _without_seed(run),
+        row = {"method": name, "model": model, "supervision": sv.name, "run": _without_seed(run),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
         metrics = job / "metrics.json"
-        m = read_json(metrics).get(split, {}).get("metrics") if metrics.is_file() else None
+        data = read_json(metrics) if metrics.is_file() else {}
+        m = data.get(split, {}).get("metrics")
+        row["images_per_s"] = (data.get("speed") or {}).get("images_per_s")
         if m is None:
             err = job / "error.txt"
             row["status"] = "failed: " + (err.read_text().strip()[:120] if err.is_file()
@@ -102,6 +108,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         if ok:
             for k in ("mask_AP", "mask_AP50", "box_AP"):
                 row[k] = float(np.mean([r[k] for r in ok]))
+            speeds = [r["images_per_s"] for r in ok if r.get("images_per_s")]
+            row["images_per_s"] = float(np.mean(speeds)) if speeds else None
             row["mask_AP_sd"] = float(np.std([r["mask_AP"] for r in ok], ddof=1)) \
                 if len(ok) > 1 else None
             bad = [r["status"] for r in members if r["status"] != "ok"]
@@ -112,9 +120,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 def to_markdown(rows: list[dict], title: str) -> str:
     head = ["method", "mask AP", "mask AP50", "box AP", "% of full", "annot. s / image",
-            "annot. hours", "status"]
+            "annot. hours", "images / s", "status"]
     out = [f"### {title}", "", "| " + " | ".join(head) + " |",
-           "|---|" + "---:|" * 6 + "---|"]
+           "|---|" + "---:|" * 7 + "---|"]
 
     def f(v, fmt="{:.1f}"):
         return "-" if v is None or v == "" else fmt.format(v)
@@ -126,7 +134,8 @@ def to_markdown(rows: list[dict], title: str) -> str:
         out.append("| " + " | ".join([
             r["method"], ap(r), f(r.get("mask_AP50")), f(r.get("box_AP")),
             f(r.get("pct_of_full"), "{:.0f}%"), f(r.get("annotation_s_per_image")),
-            f(r.get("annotation_hours"), "{:.2f}"), r["status"]]) + " |")
+            f(r.get("annotation_hours"), "{:.2f}"), f(r.get("images_per_s")),
+            r["status"]]) + " |")
     return "\n".join(out)
 
 
@@ -143,7 +152,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for r in ok:
         x = r["annotation_hours"] or free_x
-        marker = "o" if r["supervision"] != "none" else "s"
+        marker = {"none": "s"}.get(r["supervision"], "^" if r.get("model") == "sparseinst"
+                                                      else "o")
         ax.scatter([x], [r["mask_AP"]], s=50, marker=marker, zorder=3)
         if r.get("mask_AP_sd"):  # spread over seeds
             ax.errorbar([x], [r["mask_AP"]], yerr=[r["mask_AP_sd"]], color="0.4", capsize=3,
@@ -184,13 +194,20 @@ def run(cfg) -> dict:
     rows += _direct_rows(Path(cfg.paths.work_dir), c.direct, c.split)
     rows = aggregate(rows)
     full = sorted((r for r in rows if r["supervision"] == "full" and r["status"] == "ok"),
-                  key=lambda r: "class-aware" in r["method"])  # like with like: agnostic first
+                  key=lambda r: (r.get("model") != "maskrcnn", "class-aware" in r["method"]))
+    # like with like: each model against its own full-mask run (agnostic first); label-free
+    # rows against the first full-mask reference (Mask R-CNN's)
+    reference = {}
+    for r in full:
+        reference.setdefault(r.get("model"), r)
     for r in rows:
-        if full and r.get("mask_AP") is not None and full[0]["mask_AP"] > 0:
-            r["pct_of_full"] = 100 * r["mask_AP"] / full[0]["mask_AP"]
+        ref = reference.get(r.get("model")) or (full[0] if full else None)
+        if ref and r.get("mask_AP") is not None and ref["mask_AP"] > 0:
+            r["pct_of_full"] = 100 * r["mask_AP"] / ref["mask_AP"]
     order = {"full": 0, "points": 1, "free_masks": 2, "solo": 3, "none": 4}
-    rows.sort(key=lambda r: (order.get(r["supervision"], 9), -r["annotation_hours"],
-                             r["method"]))
+    models = {"maskrcnn": 0, "sparseinst": 1}
+    rows.sort(key=lambda r: (models.get(r.get("model"), 9), order.get(r["supervision"], 9),
+                             -r["annotation_hours"], r["method"]))
     out = Path(cfg.run_dir)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")

@@ -119,9 +119,9 @@ def test_a_half_trained_checkpoint_is_not_resumed_under_other_settings(sample_cf
     cfg = _tiny_maskrcnn(sample_cfg, "supervision=full")
     run = Path(cfg.run_dir)
     from pipeline.provenance import guard
-    from pipeline.stages.maskrcnn import weights_fingerprint
+    from pipeline.stages.student import weights_fingerprint
     from pipeline.data.datasets import get_split
-    from pipeline.stages.maskrcnn import training_targets
+    from pipeline.stages.student import training_targets
     split = get_split(cfg.dataset, "train")
     key = weights_fingerprint(cfg, split, training_targets(cfg, split)[0])
     guard(run, key)

@@ -12,13 +12,16 @@ from pipeline.__main__ import run_stage
 from tests.conftest import ROOT, cli_env
 
 
-def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None):
+def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None,
+             model=None, speed=None):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"supervision": supervision}), job / ".hydra" / "config.yaml")
+    c = {"supervision": supervision, **({"model": model} if model else {})}
+    OmegaConf.save(OmegaConf.create(c), job / ".hydra" / "config.yaml")
     if metrics is not None:
         m = {"segm": {"AP": metrics[0], "AP50": metrics[1]}, "bbox": {"AP": metrics[2]}}
-        (job / "metrics.json").write_text(json.dumps({"test": {"metrics": m}}))
+        data = {"test": {"metrics": m}, **({"speed": {"images_per_s": speed}} if speed else {})}
+        (job / "metrics.json").write_text(json.dumps(data))
     if error:
         (job / "error.txt").write_text(error)
 
@@ -52,6 +55,30 @@ def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
     assert "| Mask R-CNN, points (10 pts) | 38.0 |" in md and "failed" in md
     assert "| Mask R-CNN, points (3 pts) (class-aware model) | 30.0 |" in md
     assert (out / "ap_vs_cost.png").stat().st_size > 10_000
+
+
+def test_each_model_is_compared_with_its_own_full_masks_and_shows_its_speed(tmp_path,
+                                                                          sample_cfg):
+    sweep = tmp_path / "sweep"
+    full = {"name": "full", "mask_loss": "full", "agnostic": True}
+    points = {"name": "points", "mask_loss": "points", "points": 10, "agnostic": True}
+    fake_job(sweep, "model=maskrcnn,supervision=full", full, (40.0, 60.0, 45.0),
+             model="maskrcnn", speed=10.0)
+    fake_job(sweep, "model=sparseinst,supervision=full", full, (20.0, 40.0, 15.0),
+             model="sparseinst", speed=30.0)
+    fake_job(sweep, "model=sparseinst,supervision=points", points, (18.0, 38.0, 14.0),
+             model="sparseinst", speed=31.0)
+    cfg = sample_cfg("stage=compare", f"compare.sweep_dir={sweep}")
+    run_stage(cfg)
+    out = Path(cfg.run_dir)
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert float(rows["model=sparseinst,supervision=points"]["pct_of_full"]) == \
+        pytest.approx(90.0)                       # 18 / 20, not 18 / 40
+    assert rows["model=sparseinst,supervision=full"]["method"] == "SparseInst, full masks"
+    assert float(rows["model=sparseinst,supervision=full"]["images_per_s"]) == 30.0
+    md = (out / "comparison.md").read_text()
+    assert "| SparseInst, points (10 pts) | 18.0 | 38.0 | 14.0 | 90% |" in md
+    assert "| Mask R-CNN, full masks | 40.0 | 60.0 | 45.0 | 100% |" in md and "| 10.0 |" in md
 
 
 def test_measured_lead_time_replaces_cost_model(tmp_path, sample_cfg):

@@ -21,6 +21,9 @@ SOLO = ["backbone.weights=null", "solo.train.max_iter=4", "solo.train.batch_size
         "solo.inference.update_threshold=0.0", "solo.inference.max_per_image=5"]
 MASKRCNN = ["backbone.weights=null", "maskrcnn.train.max_iter=3", "maskrcnn.train.batch_size=2",
             "overlays=1"]
+SPARSEINST = ["backbone.weights=null", "model=sparseinst", "sparseinst.train.max_iter=3",
+              "sparseinst.train.batch_size=2", "sparseinst.inference.speed_images=2",
+              "overlays=0"]
 
 
 @pytest.mark.e2e
@@ -69,6 +72,27 @@ def test_maskrcnn_trains_and_evaluates(sample_cfg, supervision):
     if supervision == "points":
         pts = json.loads((run / "points_train.json").read_text())["annotations"]
         assert all(len(a["point_coords"]) == 10 and "segmentation" not in a for a in pts)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("supervision", ["full", "points"])
+def test_sparseinst_trains_evaluates_and_times_itself(sample_cfg, supervision):
+    cfg = sample_cfg("stage=student", f"supervision={supervision}", *SPARSEINST,
+                     run_name=f"sparseinst_{supervision}")
+    res = run_stage(cfg)
+    run = Path(cfg.run_dir)
+    assert "metrics" in res["val"] and "metrics" in res["test"] and (run / "model.pt").is_file()
+    preds = COCO(str(run / "predictions_test.json"))
+    assert preds.getAnnIds()  # untrained queries still score above 0.005
+    speed = json.loads((run / "metrics.json").read_text())["speed"]
+    assert speed["images_per_s"] > 0 and speed["images"] == 2
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,loss_cls,loss_mask,loss_objectness")
+
+
+def test_stage_maskrcnn_refuses_another_model(sample_cfg):
+    with pytest.raises(UserError, match="stage=maskrcnn trains Mask R-CNN.*stage=student"):
+        run_stage(sample_cfg("stage=maskrcnn", *SPARSEINST))
 
 
 @pytest.mark.e2e

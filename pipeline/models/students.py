@@ -1,0 +1,166 @@
+"""The models a user deploys after labelling ("students"), behind one interface: build from
+the config, losses of a training batch, predictions for a batch of same-size images.
+
+`maskrcnn`: torchvision's Mask R-CNN with PointSup's point loss; `sparseinst`: SparseInst.
+Both read the same InstanceBank samples (masks or points) and give masks as probabilities
+at the input size, so the stage, the comparison and the benchmarks treat them alike.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.coco import mask_to_annotation
+from pipeline.data.instances import pad_batch
+from pipeline.data.transforms import same_size_batches, to_tensor
+from pipeline.models import sparseinst as si
+from pipeline.models.backbone import build_backbone, normalize
+from pipeline.models.maskrcnn import build_maskrcnn
+
+MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst"}
+
+
+def anchors(sizes):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    sizes = tuple((int(s),) for s in sizes)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+class MaskRCNNStudent:
+    """torchvision's Mask R-CNN; box + mask heads; PointSup's point loss under points."""
+
+    def __init__(self, cfg, num_classes):
+        mc, sv = cfg.maskrcnn, cfg.supervision
+        self.cfg, self.mask_loss = cfg, sv.mask_loss
+        self.model = build_maskrcnn(
+            build_backbone(cfg.backbone), num_classes, supervision=sv.mask_loss,
+            fpn_channels=mc.fpn_channels,
+            mask_head_channels=mc.mask_head_channels, box_head_dim=mc.box_head_dim,
+            box_batch_size_per_image=mc.rois_per_image,
+            rpn_anchor_generator=anchors(mc.anchor_sizes),
+            box_detections_per_img=mc.inference.max_per_image,
+            box_score_thresh=mc.inference.score_threshold)
+
+    def optimizer(self, t, params):
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+    def losses(self, m, samples, device) -> dict:
+        images = [s["image"].to(device) / 255.0 for s in samples]
+        tg = []
+        for s in samples:
+            d = {"boxes": s["boxes"].to(device), "labels": (s["labels"] + 1).to(device)}
+            if self.mask_loss == "full":
+                d["masks"] = s["masks"].to(device, torch.uint8)
+            else:
+                d["points"] = s["points"].to(device)
+                d["point_labels"] = s["point_labels"].to(device)
+            tg.append(d)
+        losses = m(images, tg)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict(self, batch, shape, c):
+        """-> per image (masks (K, 1, h, w) probabilities at `shape`, scores, labels 1.., boxes)."""
+        outs = self.model([x / 255.0 for x in batch])
+        return [(o["masks"], o["scores"], o["labels"], o["boxes"]) for o in outs]
+
+
+class SparseInstStudent:
+    """SparseInst; label 0.. from its class head; boxes are its masks' extents."""
+
+    def __init__(self, cfg, num_classes):
+        c = cfg.sparseinst
+        self.cfg, self.mask_loss = cfg, cfg.supervision.mask_loss
+        self.model = si.SparseInst(build_backbone(cfg.backbone), num_classes,
+                                   channels=c.encoder_channels, dim=c.decoder_dim,
+                                   num_queries=c.num_queries, kernel_dim=c.kernel_dim,
+                                   convs=c.decoder_convs, groups=c.groups)
+        self.weights = si.LossWeights(**{k: c.loss[k] for k in si.LossWeights.__dataclass_fields__
+                                         if k in c.loss})
+        self.params = si.InferenceParams(**{k: c.inference[k] for k in
+                                            si.InferenceParams.__dataclass_fields__
+                                            if k in c.inference})
+
+    def optimizer(self, t, params):
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)  # as released
+
+    def losses(self, m, samples, device) -> dict:
+        images, _ = pad_batch(samples)
+        out = m(normalize(images.to(device)))
+        return si.sparseinst_loss(out, samples, images.shape[-2:], self.weights,
+                                  "full" if self.mask_loss == "full" else "points")
+
+    def predict(self, batch, shape, c):
+        hp, wp = [-(-d // 32) * 32 for d in shape]
+        x = F.pad(torch.stack(batch), (0, wp - shape[1], 0, hp - shape[0]))
+        out = self.model(normalize(x))
+        res = []
+        for i in range(len(batch)):
+            logits, scores, labels = si.sparseinst_predict(out, i, self.params)
+            # stride-4 masks of the padded input -> probabilities at the input size
+            prob = F.interpolate(logits.sigmoid()[None], size=(hp, wp), mode="bilinear",
+                                 align_corners=False)[0, :, None, :shape[0], :shape[1]]
+            res.append((prob, scores, labels + 1, None))
+        return res
+
+
+STUDENTS = {"maskrcnn": MaskRCNNStudent, "sparseinst": SparseInstStudent}
+
+
+class StudentPredictor:
+    def __init__(self, student, node, device, label_to_cat):
+        self.student, self.node, self.device = student, node, device
+        self.model = student.model.eval()
+        self.label_to_cat = label_to_cat
+
+    @torch.no_grad()
+    def __call__(self, items):
+        c = self.node.inference
+        results = {}
+        for shape, group in same_size_batches(items, c.batch_size, c.short_side, c.max_size):
+            batch = [to_tensor(a, shape).to(self.device) for _, a in group]
+            for (info, arr), (masks, scores, labels, boxes) in zip(
+                    group, self.student.predict(batch, shape, c)):
+                h, w = arr.shape[:2]
+                if len(masks) and tuple(shape) != (h, w):
+                    masks = F.interpolate(masks, size=(h, w), mode="bilinear",
+                                          align_corners=False)
+                masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
+                anns = []
+                for k, (m, s, lab) in enumerate(zip(masks, scores.tolist(), labels.tolist())):
+                    if not m.any():
+                        continue
+                    a = mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
+                                           score=round(float(s), 5))
+                    if boxes is not None:  # box AP scores the detector's boxes, not the mask's
+                        sx, sy = w / shape[1], h / shape[0]
+                        x0, y0, x1, y1 = (boxes[k].cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
+                        a["bbox"] = [round(x0, 2), round(y0, 2), round(x1 - x0, 2),
+                                     round(y1 - y0, 2)]
+                    anns.append(a)
+                results[info["id"]] = anns
+        return [results[info["id"]] for info, _ in items]
+
+
+def inference_speed(predictor, split, n: int, device) -> dict:
+    """Images per second of the full inference path (resize, model, masks at image size) on
+    up to n images of the split, one image at a time, measured now on this machine (never
+    read back from an earlier run): the speed column of the comparison."""
+    from pipeline.sharded import load_images
+    items, _ = load_images(split, sorted(split.images, key=lambda im: im["id"])[:n], 1, False)
+    if not items:
+        return {"images_per_s": None}
+    predictor(items[:1])  # warm-up: first-call allocations and kernel selection
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for item in items:
+        predictor([item])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"images_per_s": round(len(items) / seconds, 2), "images": len(items),
+            "split": split.name, "device": str(device),
+            "threads": torch.get_num_threads()}

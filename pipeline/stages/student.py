@@ -1,0 +1,150 @@
+"""Stage `student`: the model a user deploys after labelling, trained under one supervision
+level and evaluated on each eval split. `stage=maskrcnn` is this stage with model=maskrcnn.
+
+`model=maskrcnn` (torchvision's Mask R-CNN with PointSup's point loss) or `sparseinst`
+(SparseInst: no boxes, no NMS). `supervision=full` (ground-truth masks), `points` (PointSup
+points, simulated from ground truth or a file with point_coords/point_labels, e.g. a Label
+Studio sync), `free_masks` or `solo` (pseudo-masks as if they were masks). Writes
+`model.pt`, `predictions_{split}.json`, `metrics.json` (class-agnostic and, where classes
+exist, class-aware AP; inference images/s on this machine).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from pipeline import dist
+from pipeline.data.coco import load_coco, save_coco
+from pipeline.data.datasets import get_split
+from pipeline.data.instances import InstanceBank
+from pipeline.data.points import points_from_masks
+from pipeline.errors import UserError
+from pipeline.eval.coco_eval import evaluate, format_table
+from pipeline.io import save_torch
+from pipeline.models.students import MODELS, STUDENTS, StudentPredictor, inference_speed
+from pipeline.provenance import (BATCHING, ENGINEERING, file_identity, fingerprint,
+                                 guard, image_identities, settings, stamp_of)
+from pipeline.reporting import finish_split, update_json
+from pipeline.sharded import run_sharded
+from pipeline.train import lr_schedule, train
+
+log = logging.getLogger(__name__)
+
+
+def training_targets(cfg, split) -> tuple[dict, bool]:
+    """The COCO dict to train on, and whether it is class-agnostic."""
+    sv = cfg.supervision
+    if sv.annotations:
+        data = load_coco(sv.annotations, f"supervision={sv.name} annotations")
+    elif not split.has_gt:
+        raise UserError(f"supervision={sv.name} needs ground truth in split {split.name!r} or "
+                        f"supervision.annotations=<COCO file>")
+    else:
+        data = split.coco
+    if sv.mask_loss == "points" and data["annotations"] and \
+            "point_coords" not in data["annotations"][0]:
+        data = points_from_masks(data, n=int(sv.points), seed=int(sv.point_seed))
+        save_coco(Path(cfg.run_dir) / f"points_{split.name}.json", data)  # what we trained on
+    return data, bool(sv.agnostic)
+
+
+def model_name(cfg) -> str:
+    name = str(cfg.get("model", "maskrcnn"))
+    if name not in MODELS:
+        raise UserError(f"model={name!r} is not a student model; choose one of "
+                        f"{', '.join(MODELS)}")
+    if cfg.stage == "maskrcnn" and name != "maskrcnn":
+        raise UserError(f"stage=maskrcnn trains Mask R-CNN; for model={name} use stage=student")
+    return name
+
+
+def weights_fingerprint(cfg, split, targets) -> str:
+    """What the trained weights are made from: model and training settings, the supervision
+    (its settings and the targets' content: masks or points), the training images, the
+    backbone checkpoint. Inference settings are not part of it."""
+    name = model_name(cfg)
+    model = {k: v for k, v in settings(cfg[name]).items() if k not in ("inference", "eval_splits")}
+    # Mask R-CNN's fingerprint is kept as it was before SparseInst joined (its weights stay valid)
+    extra = () if name == "maskrcnn" else (name,)
+    return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
+                       settings(cfg.backbone), cfg.seed,
+                       file_identity(cfg.backbone.get("weights")),
+                       targets["annotations"],
+                       image_identities(split.image_root, split.images), *extra)
+
+
+def run(cfg) -> dict:
+    name = model_name(cfg)
+    node, sv = cfg[name], cfg.supervision
+    out_dir = Path(cfg.run_dir)
+    device = dist.init(cfg.hardware.device)
+    torch.manual_seed(cfg.seed)
+    split = get_split(cfg.dataset, node.train_split)
+    targets, agnostic = training_targets(cfg, split)
+    cats = sorted(c["id"] for c in targets["categories"])
+    if agnostic:
+        cat_map, label_to_cat = {c: 0 for c in cats}, {1: 1}
+    else:
+        cat_map = {c: i for i, c in enumerate(cats)}
+        label_to_cat = {i + 1: c for i, c in enumerate(cats)}
+    num_classes = 1 if agnostic else len(cats)
+    student = STUDENTS[name](cfg, num_classes)
+    model = student.model.to(device)
+    final = out_dir / "model.pt"
+    if dist.is_main():
+        guard(out_dir, weights_fingerprint(cfg, split, targets))
+    if final.is_file():
+        model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
+        log.info("already trained: %s", final)
+    else:
+        bank = InstanceBank(split, targets, category_map=cat_map, cache=node.train.cache_images)
+        t = node.train
+        opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])
+        sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
+
+        def step(m, it):
+            samples = bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
+                                 rank=dist.rank(), world=dist.world_size(),
+                                 sample_points=int(sv.get("sample_points", 0)))
+            return student.losses(m, samples, device)
+
+        train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
+              log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
+              grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
+              desc=f"{name} {sv.name}")
+        if dist.is_main():
+            save_torch(final, model.state_dict())
+    predictor = StudentPredictor(student, node, device, label_to_cat)
+    summaries = {}
+    for split_name in node.eval_splits:
+        summaries[split_name] = evaluate_split(cfg, get_split(cfg.dataset, split_name),
+                                               predictor, targets, agnostic)
+    if dist.is_main():
+        update_json(out_dir / "metrics.json", "speed",
+                    inference_speed(predictor, get_split(cfg.dataset, cfg.dataset.report_split),
+                                    int(node.inference.get("speed_images", 16)), device))
+    return summaries
+
+
+def evaluate_split(cfg, split, predictor, targets, agnostic) -> dict:
+    name, sv, out_dir = model_name(cfg), cfg.supervision, Path(cfg.run_dir)
+    node = cfg[name]
+    out_json = out_dir / f"predictions_{split.name}.json"
+    coco, skipped = run_sharded(split, predictor,
+                                out_json, out_dir / "shards" / split.name,
+                                config_key=[settings(node.inference, BATCHING), stamp_of(out_dir)],
+                                shard_size=node.inference.shard_size, workers=cfg.hardware.workers,
+                                strict=cfg.strict, progress=cfg.progress,
+                                desc=f"{name} {sv.name} {split.name}",
+                                categories=targets["categories"])
+    summary = finish_split(cfg, split, coco, skipped, out_dir, out_json,
+                           f"{MODELS[name]}, {sv.name} ({split.name}, class-agnostic)")
+    if not agnostic and split.has_gt:
+        ids = [im["id"] for im in coco["images"]]
+        aware = evaluate(split.coco, coco["annotations"], agnostic=False, image_ids=ids)
+        print(format_table({f"{MODELS[name]}, {sv.name} (class-aware)": aware}))
+        summary["metrics_class_aware"] = aware
+        update_json(out_dir / "metrics.json", split.name, summary)
+    return summary

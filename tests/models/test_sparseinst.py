@@ -1,0 +1,134 @@
+"""SparseInst: matching, IAM normalisation, point sampling coordinates, objectness target."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models import sparseinst as si
+from pipeline.models.backbone import ResNetFeatures
+
+
+def test_matching_takes_the_best_assignment_not_the_greedy_one():
+    # greedy takes query 0 for object 0 (0.9), leaving 0.1 for object 1; the optimum swaps
+    score = torch.tensor([[0.9, 0.8], [0.85, 0.1], [0.05, 0.05]])
+    q, t = si.hungarian_match(torch.ones(3, 2), score, alpha=0.8)
+    assert sorted(zip(q.tolist(), t.tolist())) == [(0, 1), (1, 0)]
+
+
+def test_matching_weighs_class_probability_by_one_minus_alpha():
+    # the same masks for both queries: the class probability decides
+    mask = torch.tensor([[0.5], [0.5]])
+    cls = torch.tensor([[0.2], [0.9]])
+    q, _ = si.hungarian_match(cls, mask, alpha=0.8)
+    assert q.tolist() == [1]
+    # alpha = 1: classes are ignored, the first of equal scores is taken
+    q, _ = si.hungarian_match(torch.tensor([[0.2], [0.9]]), torch.tensor([[0.6], [0.5]]), 1.0)
+    assert q.tolist() == [0]
+
+
+def test_iam_features_are_the_activation_weighted_mean():
+    feats = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    logits = torch.full((1, 2, 4, 4), -30.0)
+    logits[0, 0, :2, :2] = 30.0          # map 0 selects the top-left 2x2 block
+    logits[0, 1] = 5.0                   # map 1 is uniform: the global mean
+    out = si.iam_features(logits, feats)
+    assert torch.allclose(out[0, 0], feats[0, :, :2, :2].mean((1, 2)), atol=1e-4)
+    assert torch.allclose(out[0, 1], feats[0].mean((1, 2)), atol=1e-4)
+    # normalised: scaling the activations' strength uniformly changes nothing
+    assert torch.allclose(si.iam_features(torch.full((1, 1, 4, 4), -2.0), feats),
+                          si.iam_features(torch.full((1, 1, 4, 4), 2.0), feats), atol=1e-5)
+
+
+def test_points_are_read_at_their_image_coordinates():
+    # logits at stride 4 of a 32x32 input whose value is the cell centre's x (input pixels):
+    # bilinear reading of a linear ramp returns the point's own x wherever it is interior
+    xs = (torch.arange(8, dtype=torch.float32) + 0.5) * 4
+    ramp = xs.view(1, 1, 8).expand(2, 8, 8).clone()
+    ramp[1] = ramp[0].T.clone()  # second query: the y ramp
+    pts = torch.tensor([[[10.0, 6.0], [17.5, 25.0], [4.0, 27.0]]])
+    at = si.sample_at_points(ramp, pts, (32, 32))
+    assert at.shape == (2, 1, 3)
+    assert torch.allclose(at[0, 0], pts[0, :, 0], atol=1e-4)
+    assert torch.allclose(at[1, 0], pts[0, :, 1], atol=1e-4)
+
+
+def test_objectness_target_is_the_matched_mask_iou():
+    # one query, one object; the query's mask covers the object and as much again: IoU 0.5
+    hm = wm = 8
+    masks = torch.full((1, 1, hm, wm), -10.0)
+    masks[0, 0, :, :4] = 10.0
+    target = torch.zeros(1, 32, 32, dtype=torch.bool)
+    target[0, :, :8] = True                       # half of the predicted half, in pixels
+    z = 2.0
+    out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.full((1, 1), z),
+           "masks": masks}
+    w = si.LossWeights(objectness=1.0)
+    loss = si.sparseinst_loss(out, [{"labels": torch.zeros(1, dtype=torch.long),
+                                     "masks": target}], (32, 32), w)
+    iou = 0.5
+    expected = -(iou * math.log(torch.sigmoid(torch.tensor(z)))
+                 + (1 - iou) * math.log(1 - torch.sigmoid(torch.tensor(z))))
+    assert loss["loss_objectness"].item() == pytest.approx(expected, rel=1e-4)
+    assert si.mask_iou(torch.tensor([[1, 1, 0, 0]], dtype=torch.bool),
+                       torch.tensor([[1, 0, 0, 0]], dtype=torch.bool)).item() == 0.5
+    # points: IoU estimated on the labelled points (-1 ignored)
+    pred = torch.tensor([[True, True, False, False, True]])
+    lab = torch.tensor([[1, 0, 1, 0, -1]])
+    assert si.point_iou(pred, lab).item() == pytest.approx(1 / 3)
+
+
+def test_point_loss_prefers_the_mask_the_points_describe():
+    obj = torch.full((1, 1, 8, 8), -6.0)
+    obj[0, 0, 2:6, 2:6] = 6.0                    # object in the middle (input 8..24 px)
+    pts = torch.tensor([[[16.0, 16.0], [12.0, 20.0], [2.0, 2.0], [30.0, 16.0]]])
+    lab = torch.tensor([[1, 1, 0, 0]])
+    box = torch.tensor([[8.0, 8.0, 24.0, 24.0]])
+    sample = [{"labels": torch.zeros(1, dtype=torch.long), "points": pts,
+               "point_labels": lab, "boxes": box}]
+
+    def loss(m):
+        out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.zeros(1, 1),
+               "masks": m}
+        return si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(), "points")["loss_mask"]
+    assert loss(obj) < 0.1 < loss(-obj)
+    # the box says outside is background: a mask spilling outside costs more
+    spill = obj.clone()
+    spill[0, 0, :, :] = 6.0
+    spill[0, 0, 0, 0] = -6.0                      # keep the background point right
+    spill[0, 0, 4, 7] = -6.0
+    assert loss(spill) > loss(obj)
+
+
+def test_inference_score_is_the_geometric_mean_of_class_and_objectness():
+    out = {"logits": torch.logit(torch.tensor([[[0.81], [0.04]]])),
+           "objectness": torch.logit(torch.tensor([[0.25, 0.01]])),
+           "masks": torch.zeros(1, 2, 4, 4)}
+    masks, scores, labels = si.sparseinst_predict(out, 0, si.InferenceParams(
+        score_threshold=0.005))
+    assert scores.tolist() == pytest.approx([math.sqrt(0.81 * 0.25), math.sqrt(0.04 * 0.01)],
+                                            rel=1e-4)
+    masks, scores, _ = si.sparseinst_predict(out, 0, si.InferenceParams(score_threshold=0.1))
+    assert len(scores) == 1
+
+
+def test_model_shapes_and_a_training_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = si.SparseInst(ResNetFeatures("resnet18"), 1, channels=32, dim=32, num_queries=10,
+                          kernel_dim=16, convs=1, groups=2)
+    x = torch.randn(1, 3, 64, 64)
+    out = model(x)
+    assert out["masks"].shape == (1, 10, 16, 16) and out["logits"].shape == (1, 10, 1)
+    assert out["iam"].shape == (1, 20, 8, 8)
+    target = torch.zeros(1, 64, 64, dtype=torch.bool)
+    target[0, 16:48, 8:40] = True
+    sample = [{"labels": torch.zeros(1, dtype=torch.long), "masks": target}]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):
+        loss = si.sparseinst_loss(model(x), sample, (64, 64), si.LossWeights())["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
