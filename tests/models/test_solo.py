@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pipeline.models.backbone import ResNetFeatures
@@ -109,3 +110,11 @@ def test_point_nms_removes_neighbour_candidates_in_prediction():
     without = solo_predict(m, out, 0, InferenceParams(score_threshold=0.0, point_nms=False,
                                                       update_threshold=0.0, max_per_image=500))
     assert 0 < len(with_nms[1]) < len(without[1])
+
+
+def test_level_mean_weighs_each_fpn_level_equally():
+    from pipeline.models.solo import level_mean
+    values = torch.tensor([1.0, 1.0, 1.0, 4.0])      # three cells on level 0, one on level 2
+    level = torch.tensor([0, 0, 0, 2])
+    assert level_mean(values, level).item() == pytest.approx((1.0 + 4.0) / 2)
+    assert values.mean().item() == pytest.approx(7 / 4)  # what per-cell averaging would give
