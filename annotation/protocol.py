@@ -15,19 +15,49 @@ BOX, POINT, IMAGE = "box", "point", "image"
 OBJECT, BACKGROUND = "object", "background"
 
 
+# Okabe-Ito blue / orange: told apart with every common colour-vision deficiency, and
+# neither vanishes on green or red objects (the old green / red did both)
+OBJECT_COLOUR, BACKGROUND_COLOUR = "#0072B2", "#E69F00"
+POINT_PX = 3  # one point size, in image pixels, for pre-placed and new points alike
+HOTKEYS = {"box": "b", OBJECT: "o", BACKGROUND: "x"}
+
+
 def labeling_config(category_names: list[str] = ("object",)) -> str:
-    labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in category_names)
+    """Labels above the image (in view on a laptop screen), mnemonic hotkeys, the point labels
+    first: Label Studio stacks regions in list order, so points stay clickable above boxes."""
+    names = list(category_names)
+    labels = "\n".join(
+        f"    <Label value={quoteattr(n)}" + (f' hotkey="{HOTKEYS["box"]}"' if i == 0 else "")
+        + "/>" for i, n in enumerate(names))
     return f"""<View>
-  <Header value="Check the box; mark each point object (on the object) or background"/>
-  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
+  <Header value="Each object: one box and its points. Select a point, then o = object, x = background; Ctrl+click inside a box adds a point; Backspace deletes the selected region."/>
+  <KeyPointLabels name="{POINT}" toName="{IMAGE}" smart="false" strokeWidth="{POINT_PX}" opacity="1">
+    <Label value="{OBJECT}" hotkey="{HOTKEYS[OBJECT]}" background="{OBJECT_COLOUR}"/>
+    <Label value="{BACKGROUND}" hotkey="{HOTKEYS[BACKGROUND]}" background="{BACKGROUND_COLOUR}"/>
+  </KeyPointLabels>
   <RectangleLabels name="{BOX}" toName="{IMAGE}">
 {labels}
   </RectangleLabels>
-  <KeyPointLabels name="{POINT}" toName="{IMAGE}" smart="false">
-    <Label value="{OBJECT}" background="#22c55e"/>
-    <Label value="{BACKGROUND}" background="#ef4444"/>
-  </KeyPointLabels>
+  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
 </View>"""
+
+
+def instructions(points_per_box: int) -> str:
+    """The project's instructions (shown before the first task and under the info button)."""
+    return f"""<h3>Points per object (PointSup)</h3>
+<ul>
+<li>Each object gets one <b>box</b> (hotkey <b>b</b>) and {points_per_box} <b>points</b>
+inside it. Pre-placed boxes and points come from the model: fix them, do not redraw them.</li>
+<li>Select a point, then press <b>o</b> if it lies on the box's object, <b>x</b> if on
+background (anything else, including another object). Drag a point to move it.</li>
+<li>To add a point inside a box, hold <b>Ctrl</b> while clicking (a plain click selects the
+box). A point belongs to the box it was pre-placed for, or else to the smallest box
+around it; a point in no box is ignored.</li>
+<li>A wrong box: select it and press <b>Backspace</b>; its points are dropped with it,
+never given to another box.</li>
+<li>A missed object: draw its box and add {points_per_box} points (fewer are kept, and
+flagged for review).</li>
+</ul>"""
 
 
 def box_result(bbox, width, height, label: str, rid: str) -> dict:
@@ -42,18 +72,23 @@ def point_result(x, y, width, height, is_object: bool, rid: str) -> dict:
     """A keypoint at pixel (x, y) (continuous image coordinates)."""
     return {"id": rid, "type": "keypointlabels", "from_name": POINT, "to_name": IMAGE,
             "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 0.5,
+            "value": {"x": 100 * x / width, "y": 100 * y / height,
+                      "width": 100 * POINT_PX / width,
                       "keypointlabels": [OBJECT if is_object else BACKGROUND]}}
 
 
 def results_to_instances(results: list[dict], width: int, height: int,
-                         category_ids: dict[str, int]) -> tuple[list[dict], list[str]]:
+                         category_ids: dict[str, int], points_per_box: int = 0
+                         ) -> tuple[list[dict], list[str]]:
     """One annotation's result list -> COCO instances with points, and warnings.
 
     Each box is an instance. A pre-placed point keeps its box (region ids `b<k>p<j>` belong to
     box `b<k>`); any other point goes to the smallest box that contains it (points in no box,
     or outside the image, are dropped with a warning). Coordinates come back in
-    pixels as PointSup stores them: integer pixel indices [x, y].
+    pixels as PointSup stores them: integer pixel indices [x, y]. A box left with fewer
+    than `points_per_box` labelled points keeps what it has and is flagged
+    (`"fewer_points": true`) for review; a point of a deleted box is dropped and counted
+    (warning "belonged to deleted box").
     """
     boxes, points, warnings = [], [], []
     present = {str(r.get("id")) for r in results if r.get("type") == "rectanglelabels"}
@@ -116,4 +151,6 @@ def results_to_instances(results: list[dict], width: int, height: int,
         b.pop("_rid")
         b["area"] = b["bbox"][2] * b["bbox"][3]
         b["iscrowd"] = 0
+        if len(b["point_labels"]) < points_per_box:
+            b["fewer_points"] = True
     return boxes, warnings

@@ -80,8 +80,9 @@ def pull(client, project: int, raw_dir: Path) -> dict:
 
 
 def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
-            image_root: Path) -> tuple[dict, list[str]]:
-    """Raw task exports -> COCO with point_coords/point_labels (+ lead_time per instance)."""
+            image_root: Path, points_per_box: int = 0) -> tuple[dict, list[str]]:
+    """Raw task exports -> COCO with point_coords/point_labels (+ lead_time per instance);
+    instances with fewer than `points_per_box` points carry `"fewer_points": true`."""
     cat_ids = {c["name"]: c["id"] for c in categories}
     out_images, anns, warnings = {}, [], []
     root = image_root.resolve()
@@ -111,7 +112,7 @@ def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
             continue
         latest = max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at")))
         inst, warn = results_to_instances(latest.get("result") or [], info["width"],
-                                          info["height"], cat_ids)
+                                          info["height"], cat_ids, points_per_box)
         warnings += [f"{f.name}: {w}" for w in warn]
         lead = latest.get("lead_time")
         for a in inst:
@@ -126,14 +127,20 @@ def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
 
 
 def sync(client, project: int, work_dir: Path, images: dict[int, dict], categories: list[dict],
-         image_root: Path, out_json: Path) -> dict:
+         image_root: Path, out_json: Path, points_per_box: int = 0) -> dict:
     raw_dir = Path(work_dir) / "raw"
     counts = pull(client, project, raw_dir)
-    coco, warnings = convert(raw_dir, images, categories, image_root)
+    coco, warnings = convert(raw_dir, images, categories, image_root, points_per_box)
     for w in warnings:
         log.warning("%s", w)
     if not coco["annotations"] and not counts["tasks"]:
         raise UserError(f"project {project} has no tasks; run `make annotate` first")
     save_coco(out_json, coco)
+    dropped = sum("belonged to deleted box" in w for w in warnings)
+    fewer = sum(bool(a.get("fewer_points")) for a in coco["annotations"])
+    if dropped or fewer:
+        log.warning("%d point(s) of deleted boxes dropped (never re-attached); %d box(es) with "
+                    "fewer than %d points kept and flagged fewer_points in %s", dropped, fewer,
+                    points_per_box, out_json)
     return dict(counts, images=len(coco["images"]), instances=len(coco["annotations"]),
-                warnings=len(warnings))
+                warnings=len(warnings), dropped_points=dropped, fewer_points=fewer)

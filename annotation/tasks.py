@@ -7,18 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-from annotation.protocol import box_result, labeling_config, point_result
+from annotation.protocol import box_result, instructions, labeling_config, point_result
 from pipeline.data.coco import annotations_by_image, decode_segmentation
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def get_or_create_project(client, title: str, category_names: list[str]) -> int:
+def get_or_create_project(client, title: str, category_names: list[str],
+                          points_per_box: int = 10) -> int:
+    """The project named `title`, created with our labeling config and instructions; an
+    existing one gets the current config and instructions (same labels, so annotations
+    made under the old layout stay valid)."""
+    settings = dict(label_config=labeling_config(category_names),
+                    expert_instruction=instructions(points_per_box), show_instruction=True)
     for p in client.projects.list():
         if p.title == title:
+            try:
+                client.projects.update(p.id, **settings)
+            except Exception as e:  # e.g. a config edited by hand in the UI: keep it
+                log.warning("project %r keeps its own labeling config (%s)", title, e)
             return p.id
-    p = client.projects.create(title=title, label_config=labeling_config(category_names),
+    p = client.projects.create(title=title, **settings,
                                description="weakseg point annotation (box + points per object)")
     return p.id
 
@@ -58,20 +68,23 @@ def local_url(image_root: Path, document_root: Path, file_name: str) -> str:
 def make_task(info: dict, anns: list[dict], image_url: str, n_points: int, seed: int,
               cat_names: dict[int, str], model_version: str) -> dict:
     """A task with one prediction: each box, and n points uniform in it labelled by the
-    pseudo-mask (object where the mask is, background elsewhere) for the annotator to check."""
+    pseudo-mask (object where the mask is, background elsewhere) for the annotator to check.
+    Every point is listed before every box: Label Studio stacks regions in list order, and a
+    box listed first lies over its points, taking their clicks, drags and deletes."""
     w, h = info["width"], info["height"]
     rng = np.random.default_rng([seed, info["id"]])
-    result = []
+    points, boxes = [], []
     for k, a in enumerate(anns):
         x, y, bw, bh = a["bbox"]
-        result.append(box_result(a["bbox"], w, h, cat_names.get(a["category_id"], "object"),
-                                 f"b{k}"))
+        boxes.append(box_result(a["bbox"], w, h, cat_names.get(a["category_id"], "object"),
+                                f"b{k}"))
         mask = decode_segmentation(a["segmentation"], h, w) if "segmentation" in a else None
         for j in range(n_points):
             px, py = x + rng.random() * bw, y + rng.random() * bh
             inside = bool(mask[min(int(py), h - 1), min(int(px), w - 1)]) if mask is not None \
                 else True
-            result.append(point_result(px, py, w, h, inside, f"b{k}p{j}"))
+            points.append(point_result(px, py, w, h, inside, f"b{k}p{j}"))
+    result = points + boxes
     return {"data": {"image": image_url, "weakseg_image_id": info["id"],
                      "file_name": info["file_name"], "width": w, "height": h},
             "predictions": [{"model_version": model_version, "result": result,

@@ -44,7 +44,7 @@ def run(cfg) -> dict:
     split = get_split(cfg.dataset, a.split)
     coco = split.coco if a.source == "gt" else load_coco(a.source, "annotation.source")
     names = [c["name"] for c in coco["categories"]]
-    pid = tasks.get_or_create_project(client, a.project, names)
+    pid = tasks.get_or_create_project(client, a.project, names, int(a.points_per_box))
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
                             n_points=int(a.points_per_box), seed=int(a.seed))
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "

@@ -23,8 +23,10 @@ def run(cfg) -> dict:
     images = {im["id"]: im for im in coco["images"]}
     out = Path(cfg.run_dir) / "points.json"
     res = ls_sync.sync(client, pids[0], Path(cfg.run_dir), images, coco["categories"],
-                       split.image_root, out)
+                       split.image_root, out, int(a.points_per_box))
     print(f"\n{res['instances']} instances with points on {res['images']} images -> {out}\n"
+          f"{res['dropped_points']} point(s) of deleted boxes dropped; {res['fewer_points']} "
+          f"box(es) with fewer than {a.points_per_box} points flagged (fewer_points)\n"
           f"train on them: python -m pipeline stage=maskrcnn supervision=points "
           f"supervision.annotations={out}\n")
     return res

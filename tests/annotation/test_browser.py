@@ -1,4 +1,5 @@
 """The real Label Studio UI in headless Chromium: an annotator's click becomes a COCO point."""
+import json
 import re
 import secrets
 import shutil
@@ -23,6 +24,21 @@ def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
     d = ndimage.distance_transform_edt(mask)
     y, x = np.unravel_index(d.argmax(), d.shape)
     return x + 0.3, y + 0.6   # off the pixel centre on purpose
+
+
+def open_task(p, label_studio, pid, tid):
+    """Log in and open a task's labeling page; returns (browser, page)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{label_studio.url}/user/login")
+    page.fill("input[name=email]", label_studio.username)
+    page.fill("input[name=password]", label_studio.password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
+    page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
+    page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
+    return browser, page
 
 
 def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_path, request):
@@ -81,3 +97,68 @@ def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_pat
     (x, y), lab = pts[0]
     # stored as the pixel index; the loader reads it at the pixel centre (+0.5)
     assert abs(x + 0.5 - px) <= 1 and abs(y + 0.5 - py) <= 1 and lab == 1
+
+
+def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_sample,
+                                                             tmp_path):
+    """Points are listed above boxes: a click on a pre-placed point selects the point (not
+    its box) and `x` / `o` relabels it; every box stays as it was, nothing new is drawn."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    info = gt["images"][0]
+    w, h = info["width"], info["height"]
+    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
+    one = dict(gt, images=[info], annotations=anns)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    n = 3
+    pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
+    pts = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                     r["value"]["keypointlabels"][0]) for r in pred if r["type"] == "keypointlabels"}
+
+    def isolated(rid):  # no other point within 8 px: the click can only hit this one
+        x, y, _ = pts[rid]
+        return all((x - a) ** 2 + (y - b) ** 2 > 64 for k, (a, b, _) in pts.items() if k != rid)
+    first = next(k for k in pts if isolated(k))
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"layout-{secrets.token_hex(3)}",
+                                      sorted(names.values()), n)
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, one, root, tiny_sample, n_points=n)
+    tid = next(iter(client.tasks.list(project=pid))).id
+
+    with sync_playwright() as p:
+        browser, page = open_task(p, label_studio, pid, tid)
+        try:
+            bb = page.locator("img[alt='image']").first.bounding_box()
+
+            def screen(x, y):
+                return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
+            page.mouse.click(*screen(*pts[first][:2]))                 # select the point
+            page.keyboard.press("x" if pts[first][2] == "object" else "o")  # relabel it
+            page.keyboard.press("Escape")
+            page.locator("[data-testid=bottombar-submit-button]").click()
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(1000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
+            print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
+            raise
+        finally:
+            browser.close()
+
+    raw = ls_sync.pull(client, pid, tmp_path / "raw")
+    assert raw["tasks"] == 1
+    export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())
+    result = {r["id"]: r for r in export["annotations"][0]["result"]}
+    boxes_before = {r["id"]: r["value"] for r in pred if r["type"] == "rectanglelabels"}
+    for rid, v in boxes_before.items():   # no box was moved, resized or deleted
+        got = result[rid]["value"]
+        assert all(abs(got[k] - v[k]) < 1e-6 for k in ("x", "y", "width", "height")), rid
+    flipped = "background" if pts[first][2] == "object" else "object"
+    assert result[first]["value"]["keypointlabels"] == [flipped]
+    assert set(result) == {r["id"] for r in pred}               # no region added or lost
+    assert all(result[k]["value"]["keypointlabels"] == [lab] for k, (_, _, lab) in pts.items()
+               if k != first)                                    # the other points untouched

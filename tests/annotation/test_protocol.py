@@ -5,7 +5,7 @@ from annotation.protocol import box_result, labeling_config, point_result, resul
 
 def test_config_has_box_and_point_labels():
     xml = labeling_config(["cat", "dog"])
-    assert '<RectangleLabels name="box"' in xml and '<Label value="cat"/>' in xml
+    assert '<RectangleLabels name="box"' in xml and '<Label value="cat" hotkey="b"/>' in xml
     assert '<KeyPointLabels name="point"' in xml and 'value="background"' in xml
 
 
@@ -31,3 +31,38 @@ def test_point_outside_image_is_dropped():
             "original_width": 50, "original_height": 50}]
     inst, warnings = results_to_instances(res, 50, 50, {"object": 1})
     assert inst[0]["point_coords"] == [] and "outside" in warnings[0]
+
+
+def test_layout_points_above_boxes_labels_above_image_mnemonic_keys():
+    xml = labeling_config(["cat", "dog"])
+    assert xml.index("<KeyPointLabels") < xml.index("<RectangleLabels") < xml.index("<Image")
+    assert 'value="object" hotkey="o"' in xml and 'value="background" hotkey="x"' in xml
+    assert '<Label value="cat" hotkey="b"/>' in xml and '<Label value="dog"/>' in xml
+    # colour-blind-safe pair, not green / red
+    assert "#0072B2" in xml and "#E69F00" in xml and "#22c55e" not in xml
+
+
+def test_task_lists_every_point_before_every_box_with_one_point_size():
+    from annotation.protocol import POINT_PX
+    from annotation.tasks import make_task
+    info = {"id": 3, "width": 200, "height": 100, "file_name": "a.png"}
+    anns = [{"bbox": [10, 10, 50, 40], "category_id": 1},
+            {"bbox": [100, 20, 60, 60], "category_id": 1}]
+    res = make_task(info, anns, "/x", 4, 0, {1: "object"}, "v")["predictions"][0]["result"]
+    kinds = [r["type"] for r in res]
+    assert kinds == ["keypointlabels"] * 8 + ["rectanglelabels"] * 2
+    assert {r["value"]["width"] for r in res if r["type"] == "keypointlabels"} == \
+        {100 * POINT_PX / 200}
+
+
+def test_box_with_fewer_points_is_kept_and_flagged_and_deleted_box_points_dropped():
+    w, h = 100, 100
+    res = [box_result([0, 0, 50, 50], w, h, "object", "b0"),
+           point_result(10, 10, w, h, True, "b0p0"),
+           point_result(20, 20, w, h, False, "b0p1"),
+           point_result(60, 60, w, h, True, "b1p0")]      # box b1 was deleted
+    inst, warnings = results_to_instances(res, w, h, {"object": 1}, points_per_box=3)
+    assert len(inst) == 1 and inst[0]["point_labels"] == [1, 0] and inst[0]["fewer_points"]
+    assert any("belonged to deleted box 'b1'" in x for x in warnings)
+    inst, _ = results_to_instances(res, w, h, {"object": 1}, points_per_box=2)
+    assert "fewer_points" not in inst[0]
