@@ -35,6 +35,13 @@ STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 METHODS = ("freesolo", "maskcut")
 
 
+
+def row_projection_centre(mask: np.ndarray) -> float:
+    """Centre of the mask's row projection: the mean index of the rows it occupies, each
+    row once (FreeSOLO's released filter), so a wide band low in the image is not pulled
+    up by its pixel count the way a centre of mass is."""
+    return float(np.nonzero(mask.any(1))[0].mean())
+
 class FreeMaskPredictor:
     """Batched free masks for lists of (info, image) of any sizes."""
 
@@ -128,8 +135,8 @@ class FreeMaskPredictor:
             if not m.any():
                 continue
             if m.any(0).sum() >= c.max_box_width_frac * w:
-                continue  # spans the image: background, not an object
-            if np.nonzero(m)[0].mean() < c.min_center_y_frac * h:
+                continue  # occupies (almost) every column: background, not an object
+            if row_projection_centre(m) < c.min_center_y_frac * h:
                 continue  # centre in the top band of the image (sky, ceiling)
             if c.max_border_frac < 1 and border_strip(m, band, c.max_border_frac):
                 continue  # hugs an image edge

@@ -208,3 +208,12 @@ def test_nms_decayed_filter_removes_planted_duplicates(tmp_path):
     assert len(raw) >= 10 and {tuple(a["bbox"]) for a in raw} == {(50.0, 60.0, 60.0, 40.0)}
     assert 1 <= len(decayed) <= 2 and decayed[0]["bbox"] == [50.0, 60.0, 60.0, 40.0]
     assert all(a["score"] >= 0.7 for a in decayed)
+
+
+def test_centre_filter_uses_the_row_projection():
+    from pipeline.stages.freemask import row_projection_centre
+    m = np.zeros((10, 10), bool)
+    m[0:2, :] = True          # a heavy band on top (20 pixels in 2 rows)
+    m[2:10, 4] = True         # a thin stem down to the bottom (8 pixels in 8 rows)
+    assert row_projection_centre(m) == 4.5                   # rows 0..9, each once
+    assert np.nonzero(m)[0].mean() < 3                        # the centre of mass sits high
