@@ -160,10 +160,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                         lw=1, zorder=2)
         ax.annotate(r["method"].replace("Mask R-CNN, ", ""), (x, r["mask_AP"]),
                     textcoords="offset points", xytext=(6, 4), fontsize=8)
-    pts = sorted((r["annotation_hours"], r["mask_AP"]) for r in ok
-                 if r["supervision"] == "points" and r["annotation_hours"] > 0)
-    if len(pts) > 1:
-        ax.plot(*zip(*pts), color="0.6", lw=1, zorder=1)
+    for model in {r.get("model") for r in ok}:  # one points-per-instance curve per model
+        pts = sorted((r["annotation_hours"], r["mask_AP"]) for r in ok
+                     if r["supervision"] == "points" and r["annotation_hours"] > 0
+                     and r.get("model") == model)
+        if len(pts) > 1:
+            ax.plot(*zip(*pts), color="0.6", lw=1, zorder=1)
     ax.set_xscale("log")
     lo, hi = free_x / 2, max(paid or [free_x]) * 2
     ticks = [10.0 ** k for k in range(-6, 7) if free_x * 3 < 10.0 ** k < hi]
