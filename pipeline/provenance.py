@@ -20,7 +20,8 @@ STAMP = "inputs.json"
 # settings that change how an artefact is made, never what it holds
 ENGINEERING = ("log_every", "ckpt_every", "overwrite", "cache_images", "workers")
 # ... and, for per-image predictions only, how images are grouped (outputs are per image)
-BATCHING = ENGINEERING + ("batch_size", "shard_size", "splits")
+# and how many are timed for the speed column
+BATCHING = ENGINEERING + ("batch_size", "shard_size", "splits", "speed_images")
 
 
 def fingerprint(*parts) -> str:

@@ -3,6 +3,7 @@ import json
 import re
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,30 @@ def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
     return x + 0.3, y + 0.6   # off the pixel centre on purpose
 
 
-def open_task(p, label_studio, pid, tid):
-    """Log in and open a task's labeling page; returns (browser, page)."""
+@contextmanager
+def labeling_page(p, label_studio, pid, tid, tmp_path):
+    """Log in, open a task's labeling page and yield it; on failure save a screenshot."""
     browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(f"{label_studio.url}/user/login")
-    page.fill("input[name=email]", label_studio.username)
-    page.fill("input[name=password]", label_studio.password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
-    page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
-    page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
-    return browser, page
+    try:
+        page.goto(f"{label_studio.url}/user/login")
+        page.fill("input[name=email]", label_studio.username)
+        page.fill("input[name=password]", label_studio.password)
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
+        page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
+        page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
+        yield page
+        page.locator("[data-testid=bottombar-submit-button]").click()
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(1000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
+        print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
+        raise
+    finally:
+        browser.close()
 
 
 def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_path, request):
@@ -60,33 +72,13 @@ def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_pat
     tasks.import_coco(client, pid, one, root, tiny_sample, n_points=0)
     tid = next(iter(client.tasks.list(project=pid))).id
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(f"{label_studio.url}/user/login")
-            page.fill("input[name=email]", label_studio.username)
-            page.fill("input[name=password]", label_studio.password)
-            page.click("button[type=submit]")
-            page.wait_for_load_state("networkidle")
-            page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
-            page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
-            page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
-            # pre-annotated boxes would take the click (it selects them): hide them first
-            page.get_by_label("Hide all regions").click()
-            page.locator(".lsf-label__text").filter(has_text=re.compile(r"^object$")).click()
-            bb = page.locator("img[alt='image']").first.bounding_box()
-            page.mouse.click(bb["x"] + px * bb["width"] / info["width"],
-                             bb["y"] + py * bb["height"] / info["height"])
-            page.locator("[data-testid=bottombar-submit-button]").click()
-            page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(1000)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
-            print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
-            raise
-        finally:
-            browser.close()
+    with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
+        # pre-annotated boxes would take the click (it selects them): hide them first
+        page.get_by_label("Hide all regions").click()
+        page.locator(".lsf-label__text").filter(has_text=re.compile(r"^object$")).click()
+        bb = page.locator("img[alt='image']").first.bounding_box()
+        page.mouse.click(bb["x"] + px * bb["width"] / info["width"],
+                         bb["y"] + py * bb["height"] / info["height"])
 
     images = {im["id"]: im for im in gt["images"]}
     out = tmp_path / "points.json"
@@ -129,25 +121,14 @@ def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_
     tasks.import_coco(client, pid, one, root, tiny_sample, n_points=n)
     tid = next(iter(client.tasks.list(project=pid))).id
 
-    with sync_playwright() as p:
-        browser, page = open_task(p, label_studio, pid, tid)
-        try:
-            bb = page.locator("img[alt='image']").first.bounding_box()
+    with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
+        bb = page.locator("img[alt='image']").first.bounding_box()
 
-            def screen(x, y):
-                return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
-            page.mouse.click(*screen(*pts[first][:2]))                 # select the point
-            page.keyboard.press("x" if pts[first][2] == "object" else "o")  # relabel it
-            page.keyboard.press("Escape")
-            page.locator("[data-testid=bottombar-submit-button]").click()
-            page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(1000)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
-            print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
-            raise
-        finally:
-            browser.close()
+        def screen(x, y):
+            return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
+        page.mouse.click(*screen(*pts[first][:2]))                 # select the point
+        page.keyboard.press("x" if pts[first][2] == "object" else "o")  # relabel it
+        page.keyboard.press("Escape")
 
     raw = ls_sync.pull(client, pid, tmp_path / "raw")
     assert raw["tasks"] == 1
