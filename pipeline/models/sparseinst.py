@@ -6,8 +6,9 @@ mean of the image features; a kernel from that feature dotted with a mask-featur
 its mask. One prediction per query, matched one-to-one to objects while training.
 
 Supervision: full masks (dice + pixel BCE), or PointSup-style points with their box: the
-mask logits are read at the points (bilinear, image coordinates, pixel centres) and every
-pixel outside the box is background.
+mask logits are read at the points (bilinear, image coordinates, pixel centres), the mask's
+projections onto the axes must match the box's (BoxInst's projection term), and every pixel
+outside the box is background.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from pipeline.models.backbone import ResNetFeatures
-from pipeline.models.losses import dice_loss
+from pipeline.models.losses import dice_loss, projection_dice_loss
 from pipeline.models.solo import coord_channels
 
 PRIOR = -math.log((1 - 0.01) / 0.01)  # logit of a 0.01 prior (focal-loss initialisation)
@@ -159,6 +160,7 @@ class LossWeights:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     outside_box: float = 1.0          # points: pixels outside the instance's box are background
+    box_projection: float = 2.0       # points: mask projections match the box's (BoxInst)
 
 
 def sample_at_points(logits: torch.Tensor, points: torch.Tensor, image_hw) -> torch.Tensor:
@@ -250,8 +252,15 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         else:
             pts, lab = s["points"].to(device), s["point_labels"].to(device)
             at = sample_at_points(masks[i], pts, (hp, wp))                         # (Q, M, K)
-            q, t = hungarian_match(prob_cls, point_agreement(at.detach().sigmoid(), lab),
-                                   w.match_alpha)
+            box = s["boxes"].to(device) * torch.tensor(
+                [wm / wp, hm / hp, wm / wp, hm / hp], device=device)        # in mask cells
+            inside = box_masks(box, hm, wm)                                        # (M, h, w)
+            prob = masks[i].detach().sigmoid()
+            # a query fits an object when it agrees with its points and fills its box
+            score = point_agreement(at.detach().sigmoid(), lab)
+            if w.box_projection:
+                score = score * projection_score_matrix(prob, inside)
+            q, t = hungarian_match(prob_cls, score, w.match_alpha)
             q, t = q.to(device), t.to(device)
             at = at[q, t]                                                          # (P, K)
             lt = lab[t]
@@ -260,12 +269,16 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
                 at, lt.clamp(min=0).float(), reduction="none") * valid).sum(-1) \
                 / valid.sum(-1).clamp(min=1)
             term = w.bce * point_term
+            if w.box_projection:
+                term = term + w.box_projection * projection_dice_loss(
+                    masks[i][q].sigmoid(), inside[t])
             if w.outside_box:
-                box = s["boxes"].to(device)[t] * torch.tensor(
-                    [wm / wp, hm / hp, wm / wp, hm / hp], device=device)    # in mask cells
-                term = term + w.outside_box * outside_box_loss(masks[i][q], box)
+                term = term + w.outside_box * outside_box_loss(masks[i][q], inside[t])
             mask_terms.append(term)
-            iou = point_iou(at.detach().sigmoid() > 0.5, lt)
+            # IoU estimated on the points, discounted by the share of the mask outside the box
+            binary = prob[q] > 0.5
+            in_box = (binary & inside[t]).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
+            iou = point_iou(at.detach().sigmoid() > 0.5, lt) * in_box
         cls_target[i, q, labels[t]] = 1.0
         obj_pred.append(obj[i, q])
         obj_target.append(iou)
@@ -283,14 +296,27 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
     return losses
 
 
-def outside_box_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """(P, h, w) mask logits, (P, 4) boxes in mask cells -> (P,) mean BCE towards 0 over the
-    cells whose centre lies outside the box: what the box of a point annotation says."""
-    h, w = logits.shape[-2:]
-    yy = torch.arange(h, device=logits.device).view(1, -1, 1) + 0.5
-    xx = torch.arange(w, device=logits.device).view(1, 1, -1) + 0.5
-    inside = ((xx >= boxes[:, 0, None, None]) & (xx <= boxes[:, 2, None, None])
-              & (yy >= boxes[:, 1, None, None]) & (yy <= boxes[:, 3, None, None]))
+def box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(P, 4) boxes in cells -> (P, h, w) bool: cells that overlap the box (so a box smaller
+    than a cell still has one, and no cell with object pixels is called background)."""
+    yy = torch.arange(h, device=boxes.device).view(1, -1, 1)
+    xx = torch.arange(w, device=boxes.device).view(1, 1, -1)
+    return ((xx + 1 > boxes[:, 0, None, None]) & (xx < boxes[:, 2, None, None])
+            & (yy + 1 > boxes[:, 1, None, None]) & (yy < boxes[:, 3, None, None]))
+
+
+def projection_score_matrix(prob: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(Q, h, w) probabilities, (M, h, w) box masks -> (Q, M): mean of the dice coefficients
+    of the max projections onto x and y, the matching analogue of the projection loss."""
+    t = inside.float()
+    px = dice_score_matrix(prob.amax(1), t.amax(1))
+    py = dice_score_matrix(prob.amax(2), t.amax(2))
+    return (px + py) / 2
+
+
+def outside_box_loss(logits: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(P, h, w) mask logits, (P, h, w) box masks -> (P,) mean BCE towards 0 over the cells
+    outside the box: what the box of a point annotation says."""
     outside = (~inside).float()
     bce = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits),
                                              reduction="none")

@@ -132,3 +132,49 @@ def test_model_shapes_and_a_training_step_lowers_the_loss():
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+def test_box_masks_cover_every_cell_the_box_overlaps():
+    inside = si.box_masks(torch.tensor([[1.2, 0.5, 2.4, 0.9]]), 4, 4)[0]
+    # columns 1 and 2 overlap [1.2, 2.4], row 0 overlaps [0.5, 0.9]: a sub-cell box keeps a cell
+    assert inside.nonzero().tolist() == [[0, 1], [0, 2]]
+
+
+def test_matching_under_points_prefers_the_query_that_fills_the_box():
+    # two queries agree with the points equally; only the second stays inside the box
+    box = torch.tensor([[8.0, 8.0, 24.0, 24.0]])                  # input px; cells 2..5
+    fits = torch.full((8, 8), -6.0)
+    fits[2:6, 2:6] = 6.0
+    spills = torch.full((8, 8), 6.0)
+    spills[0, 0] = -6.0
+    masks = torch.stack([spills, fits])[None]
+    inside = si.box_masks(box / 4, 8, 8)
+    score = si.projection_score_matrix(masks[0].sigmoid(), inside)
+    assert score[1, 0] > 0.99 and score[0, 0] < 0.7
+    pts = torch.tensor([[[16.0, 16.0], [2.0, 2.0]]])
+    sample = [{"labels": torch.zeros(1, dtype=torch.long), "points": pts,
+               "point_labels": torch.tensor([[1, 0]]), "boxes": box}]
+    out = {"logits": torch.full((1, 2, 1), 5.0), "objectness": torch.zeros(1, 2),
+           "masks": masks.clone().requires_grad_()}
+    si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(), "points")["loss"].backward()
+    # only the matched query receives a mask gradient
+    grad = out["masks"].grad[0].abs().flatten(1).sum(1)
+    assert grad[1] > 0 and grad[0] == 0
+
+
+def test_objectness_target_under_points_is_discounted_by_spill_outside_the_box():
+    box = torch.tensor([[8.0, 8.0, 24.0, 24.0]])
+    pts = torch.tensor([[[16.0, 16.0], [10.0, 10.0]]])
+    sample = [{"labels": torch.zeros(1, dtype=torch.long), "points": pts,
+               "point_labels": torch.tensor([[1, 1]]), "boxes": box}]
+    half = torch.full((1, 1, 8, 8), -6.0)
+    half[0, 0, 2:6, 0:6] = 6.0          # 16 cells inside the box, 8 outside: 2/3 inside
+
+    def obj_loss(m, target):
+        out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.logit(
+            torch.tensor([[target]])), "masks": m}
+        return si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(),
+                                  "points")["loss_objectness"].item()
+    # the loss is smallest when the predicted objectness equals the discounted IoU (2/3)
+    losses = {t: obj_loss(half, t) for t in (0.5, 2 / 3, 0.9)}
+    assert min(losses, key=losses.get) == 2 / 3
