@@ -72,8 +72,8 @@ compare: pseudo-labels
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
-# The headline rows over seeds 0,1,2 (mean ± sd in the same table): SOLO rounds and Mask
-# R-CNN full/points. Seed 0 is the run above (reused when made from the same inputs).
+# The headline rows over seeds 0,1,2 (mean ± sd in the same table): SOLO rounds, Mask R-CNN
+# and SparseInst full/points. Seed 0 is the run above (reused when made from the same inputs).
 compare-seeds: pseudo-labels
 	$(SWEEP) stage=solo seed=1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
 		|| echo FAILED > .compare-failed
@@ -81,6 +81,10 @@ compare-seeds: pseudo-labels
 		|| echo FAILED > .compare-failed
 	$(SWEEP) stage=maskrcnn supervision=full,points supervision.agnostic=true seed=1,2 \
 		|| echo FAILED > .compare-failed
+	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
+		|| echo FAILED > .compare-failed
+	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
+		seed=1,2 || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
