@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import quoteattr
 
-_PRE = re.compile(r"^b\d+p\d+$")  # ids of pre-placed points: b<box>p<point>
+# ids of points placed for a box: b<box>p<point> (pre-annotation) or <box id>_p<point> (the
+# assistant's points for a box the annotator drew)
+_PRE = re.compile(r"^(b\d+)p\d+$|^(.+)_p\d+$")
 
-BOX, POINT, IMAGE = "box", "point", "image"
+BOX, POINT, IMAGE, MASK = "box", "point", "image", "mask"
+MODEL_MASK = "model mask"  # the brush label of the model's (read-only) mask overlay
 OBJECT, BACKGROUND = "object", "background"
 
 
@@ -22,9 +25,14 @@ POINT_PX = 3  # one point size, in image pixels, for pre-placed and new points a
 HOTKEYS = {"box": "b", OBJECT: "o", BACKGROUND: "x"}
 
 
-def labeling_config(category_names: list[str] = ("object",)) -> str:
+def labeling_config(category_names: list[str] = ("object",),
+                    mask_overlay: bool = False) -> str:
     """Labels above the image (in view on a laptop screen), mnemonic hotkeys, the point labels
-    first: Label Studio stacks regions in list order, so points stay clickable above boxes."""
+    first: Label Studio stacks regions in list order, so points stay clickable above boxes.
+
+    mask_overlay adds a brush control so the assistant's masks can be shown; off by default:
+    in Label Studio 1.23.2 a brush control takes the canvas's clicks (measured in the browser
+    test: a click on a point no longer selects it), which costs more than the overlay gives."""
     names = list(category_names)
     labels = "\n".join(
         f"    <Label value={quoteattr(n)}" + (f' hotkey="{HOTKEYS["box"]}"' if i == 0 else "")
@@ -38,8 +46,14 @@ def labeling_config(category_names: list[str] = ("object",)) -> str:
   <RectangleLabels name="{BOX}" toName="{IMAGE}">
 {labels}
   </RectangleLabels>
-  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
+{BRUSH if mask_overlay else ""}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
 </View>"""
+
+
+BRUSH = f"""  <BrushLabels name="{MASK}" toName="{IMAGE}" opacity="0.35">
+    <Label value="{MODEL_MASK}" background="#56B4E9"/>
+  </BrushLabels>
+"""
 
 
 def instructions(points_per_box: int) -> str:
@@ -58,6 +72,12 @@ never given to another box.</li>
 <li>A missed object: draw its box and add {points_per_box} points (fewer are kept, and
 flagged for review).</li>
 </ul>"""
+
+
+def point_owner(rid: str) -> str | None:
+    """The id of the box a point was placed for, from the point's id (None: added by hand)."""
+    m = _PRE.match(rid)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def box_result(bbox, width, height, label: str, rid: str) -> dict:
@@ -128,8 +148,7 @@ def results_to_instances(results: list[dict], width: int, height: int,
                 warnings.append(f"point ({px:.1f}, {py:.1f}) outside the {w}x{h} image skipped")
                 continue
             lab = (v.get("keypointlabels") or [OBJECT])[0]
-            owner = str(r.get("id", "")).split("p")[0] if _PRE.match(str(r.get("id", ""))) \
-                else None
+            owner = point_owner(str(r.get("id", "")))
             if owner is not None and owner not in present:
                 # its box was deleted: the point described that box's object, and may lie on
                 # another box's background; never re-attach it

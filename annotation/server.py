@@ -20,6 +20,17 @@ LS_VERSION = "1.23.2"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Label Studio refuses to call URLs on reserved networks (SSRF protection). The ML backend runs
+# beside the server on 127.0.0.1, so loopback is allowed; every other reserved IPv4/IPv6 range
+# that Label Studio bans by default stays banned.
+BANNED_SUBNETS = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+                  "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+                  "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+                  "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128",
+                  "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001::/32", "2002::/16",
+                  "fc00::/7", "fe80::/10", "ff00::/8"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,7 +108,9 @@ def start(data_dir, port: int, token: str, username: str, password: str,
                LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(Path(document_root).resolve()),
                LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
                COLLECT_ANALYTICS="false", LATEST_VERSION_CHECK="false",
-               SENTRY_DSN="", FRONTEND_SENTRY_DSN="", DJANGO_DB="sqlite")
+               SENTRY_DSN="", FRONTEND_SENTRY_DSN="", DJANGO_DB="sqlite",
+               USE_DEFAULT_BANNED_SUBNETS="false",
+               USER_ADDITIONAL_BANNED_SUBNETS=",".join(BANNED_SUBNETS))
     env.pop("DJANGO_SETTINGS_MODULE", None)
     log = data_dir / "server.log"
     url = f"http://127.0.0.1:{port}"
@@ -168,6 +181,13 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 2 and argv[0] == "stop":
         s = running(argv[1])
+        assistant = Path(argv[1]) / "assistant.json"
+        if assistant.is_file():
+            from annotation.ml_backend import stop as stop_assistant
+            pid = stop_assistant(json.loads(assistant.read_text())["run_dir"])
+            assistant.unlink()
+            if pid:
+                print(f"stopped the labelling assistant (pid {pid})")
         if s:
             s.stop()
             print(f"stopped Label Studio (pid {s.pid})")

@@ -15,11 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def get_or_create_project(client, title: str, category_names: list[str],
-                          points_per_box: int = 10) -> int:
+                          points_per_box: int = 10, mask_overlay: bool = False) -> int:
     """The project named `title`, created with our labeling config and instructions; an
     existing one gets the current config and instructions (same labels, so annotations
     made under the old layout stay valid)."""
-    settings = dict(label_config=labeling_config(category_names),
+    settings = dict(label_config=labeling_config(category_names, mask_overlay),
                     expert_instruction=instructions(points_per_box), show_instruction=True)
     for p in client.projects.list():
         if p.title == title:

@@ -2,8 +2,13 @@
 a pseudo-label (or ground-truth) file, and print its URL."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from annotation import server as ls_server
 from annotation import tasks
@@ -37,6 +42,46 @@ def ensure_server(a) -> str:
     return s.url
 
 
+def ensure_assistant(a, client, pid: int) -> str | None:
+    """Start the ML backend (unless it answers already) and connect it to the project as an
+    interactive backend. None, with a line saying why, when there is no trained model yet."""
+    s = a.assistant
+    run_dir = Path(s.run_dir)
+    if not s.enabled:
+        return None
+    if not (run_dir / "model.pt").is_file():
+        log.warning("no assistant: %s has no model.pt (train one with `make maskrcnn`); "
+                    "annotating with pre-placed points only", run_dir)
+        return None
+    url = f"http://{a.host}:{s.port}"
+    if not ls_server.health(url):
+        logfile = run_dir / "ml_backend" / "server.log"
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "annotation.ml_backend", "--run-dir", str(run_dir),
+               "--document-root", str(a.document_root), "--host", str(a.host),
+               "--port", str(s.port), "--points", str(a.points_per_box),
+               "--score-threshold", str(s.score_threshold),
+               "--retrain-every", str(s.retrain_every)]
+        if s.retrain_command:
+            cmd += ["--retrain-command", str(s.retrain_command)]
+        with open(logfile, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        deadline = time.time() + 120
+        while not ls_server.health(url):
+            if proc.poll() is not None or time.time() > deadline:
+                raise UserError(f"the labelling assistant did not start; see {logfile}")
+            time.sleep(0.5)
+        log.info("started the labelling assistant (pid %d) at %s", proc.pid, url)
+        # `make label-studio-stop` stops it too
+        Path(a.data_dir).mkdir(parents=True, exist_ok=True)
+        (Path(a.data_dir) / "assistant.json").write_text(json.dumps({"run_dir": str(run_dir)}))
+    if not any(b.url.rstrip("/") == url for b in client.ml.list(project=pid)):
+        client.ml.create(project=pid, url=url, is_interactive=True,
+                         title="weakseg assistant (point-supervised Mask R-CNN)")
+    return url
+
+
 def run(cfg) -> dict:
     a = cfg.annotation
     url = ensure_server(a)
@@ -44,11 +89,15 @@ def run(cfg) -> dict:
     split = get_split(cfg.dataset, a.split)
     coco = split.coco if a.source == "gt" else load_coco(a.source, "annotation.source")
     names = [c["name"] for c in coco["categories"]]
-    pid = tasks.get_or_create_project(client, a.project, names, int(a.points_per_box))
+    pid = tasks.get_or_create_project(client, a.project, names, int(a.points_per_box),
+                                      bool(a.assistant.mask_overlay))
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
                             n_points=int(a.points_per_box), seed=int(a.seed))
+    assistant = ensure_assistant(a, client, pid)
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
           f"({res['imported']} new tasks, {res['existing']} already there)\n"
-          f"log in as {a.username}; password: ${a.password_env} if set, else the file "
+          + (f"labelling assistant at {assistant}: turn on Auto-Annotation, draw a box, "
+             f"get its mask and points\n" if assistant else "")
+          + f"log in as {a.username}; password: ${a.password_env} if set, else the file "
           f"{ls_server.password_file(a.data_dir)}\n")
-    return dict(res, project=pid, url=url)
+    return dict(res, project=pid, url=url, assistant=assistant)

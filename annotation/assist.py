@@ -1,0 +1,156 @@
+"""What the labelling assistant computes: a trained point-supervised Mask R-CNN's mask for a box
+an annotator drew, and the points to ask about, placed where that mask is least certain.
+
+Uniform points (PointSup Sec. 4) spend most clicks where the model is already sure (the middle
+of the object, the corners of the box); asking about the pixels nearest p = 0.5 puts the
+annotator's clicks on the boundary the model gets wrong, the same idea as PointRend's
+uncertainty sampling (Kirillov et al., CVPR 2020, Sec. 3.1) applied to labels instead of
+computation. Results are Label Studio regions (annotation.protocol) so the ML backend can
+return them as they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf, open_dict
+
+from annotation.protocol import BOX, IMAGE, MASK, MODEL_MASK, box_result, point_result
+from pipeline.data.transforms import resized_shape, to_tensor
+from pipeline.errors import UserError
+
+
+def uncertain_points(prob: np.ndarray, box, n: int) -> list[tuple[float, float, bool]]:
+    """Up to n pixel centres inside box (x0, y0, x1, y1) in order of uncertainty
+    |p - 0.5| (least certain first), at least ~ box_side / (2 sqrt n) apart so that
+    they do not bunch on one stretch of the boundary; each with its label p >= 0.5."""
+    h, w = prob.shape
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    if x1 <= x0 or y1 <= y0 or n <= 0:
+        return []
+    crop = prob[y0:y1, x0:x1]
+    order = np.argsort(np.abs(crop - 0.5), axis=None, kind="stable")
+    ys, xs = np.unravel_index(order, crop.shape)
+    spacing = max(1.0, 0.5 * min(x1 - x0, y1 - y0) / np.sqrt(n))
+    chosen: list[tuple[float, float, bool]] = []
+    for y, x in zip(ys, xs):
+        px, py = x0 + x + 0.5, y0 + y + 0.5
+        if all((px - cx) ** 2 + (py - cy) ** 2 >= spacing ** 2 for cx, cy, _ in chosen):
+            chosen.append((px, py, bool(crop[y, x] >= 0.5)))
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def brush_result(mask: np.ndarray, rid: str) -> dict:
+    """A binary mask as a Label Studio brush region (its own RLE, not COCO's)."""
+    from label_studio_sdk.converter.brush import mask2rle
+    h, w = mask.shape
+    return {"id": rid, "type": "brushlabels", "from_name": MASK, "to_name": IMAGE,
+            "original_width": w, "original_height": h, "image_rotation": 0,
+            "readonly": True,  # shown to check points against, never edited or synced
+            "value": {"format": "rle", "rle": mask2rle(mask.astype(np.uint8) * 255),
+                      "brushlabels": [MODEL_MASK]}}
+
+
+def box_regions(prob: np.ndarray, box, n_points: int, box_id: str, label: str,
+                with_box: bool, with_mask: bool = True) -> list[dict]:
+    """Points (listed first: Label Studio stacks regions in list order), the box when it is
+    the model's own, and the mask overlay last (when the project has a brush control). Point
+    ids `<box id>_p<j>` tie each point to its box in sync."""
+    h, w = prob.shape
+    out = [point_result(x, y, w, h, obj, f"{box_id}_p{j}")
+           for j, (x, y, obj) in enumerate(uncertain_points(prob, box, n_points))]
+    if with_box:
+        out.append(box_result([box[0], box[1], box[2] - box[0], box[3] - box[1]], w, h, label,
+                              box_id))
+    if with_mask:
+        out.append(brush_result(prob >= 0.5, f"{box_id}_mask"))
+    return out
+
+
+class Assistant:
+    """A trained Mask R-CNN student run (its folder: config.yaml + model.pt) on the CPU or GPU."""
+
+    def __init__(self, run_dir, device: str = "cpu"):
+        from pipeline.models.students import MaskRCNNStudent
+        run_dir = Path(run_dir)
+        cfg_file, weights = run_dir / "config.yaml", run_dir / "model.pt"
+        for f in (cfg_file, weights):
+            if not f.is_file():
+                raise UserError(f"{f} not found: point the assistant at a finished Mask R-CNN "
+                                f"run (e.g. `make maskrcnn`, outputs/<experiment>/maskrcnn_points)")
+        cfg = OmegaConf.load(cfg_file)
+        if cfg.get("model", "maskrcnn") != "maskrcnn":
+            raise UserError(f"{run_dir} is a {cfg.model} run; the assistant serves Mask R-CNN")
+        with open_dict(cfg):
+            cfg.backbone.weights = None   # model.pt holds every weight
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        classes = state["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+        self.student = MaskRCNNStudent(cfg, classes)
+        self.model = self.student.model.eval().to(device)
+        self.model.load_state_dict(state)
+        self.device, self.node = torch.device(device), cfg.maskrcnn.inference
+        self.version = f"{run_dir.name}@{int(weights.stat().st_mtime)}"
+
+    def _features(self, image: np.ndarray):
+        h, w = image.shape[:2]
+        shape = resized_shape(h, w, int(self.node.short_side), int(self.node.max_size))
+        x = to_tensor(image, shape).to(self.device) / 255.0
+        images, _ = self.model.transform([x])
+        return self.model.backbone(images.tensors), images.image_sizes, shape
+
+    @torch.no_grad()
+    def mask_for_box(self, image: np.ndarray, box) -> np.ndarray:
+        """(H, W) object probability for a box (x0, y0, x1, y1) in image pixels: the mask head
+        run on that box as its RoI, pasted into the image."""
+        from torchvision.models.detection.roi_heads import paste_masks_in_image
+        h, w = image.shape[:2]
+        feats, sizes, shape = self._features(image)
+        s = torch.tensor([shape[1] / w, shape[0] / h] * 2, device=self.device)
+        b = torch.tensor([box], dtype=torch.float32, device=self.device) * s
+        heads = self.model.roi_heads
+        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(feats, [b], sizes)))
+        prob = logits[:, 1:].sigmoid().max(1, keepdim=True).values   # agnostic over classes
+        pasted = paste_masks_in_image(prob, b, shape)                  # (1, 1, h', w')
+        return F.interpolate(pasted, size=(h, w), mode="bilinear",
+                             align_corners=False)[0, 0].cpu().numpy()
+
+    @torch.no_grad()
+    def detect(self, image: np.ndarray, score_threshold: float) -> list[tuple[list, np.ndarray,
+                                                                              float]]:
+        """The model's own instances: (box x0y0x1y1, probability map, score) each."""
+        h, w = image.shape[:2]
+        shape = resized_shape(h, w, int(self.node.short_side), int(self.node.max_size))
+        out = self.model([to_tensor(image, shape).to(self.device) / 255.0])[0]
+        keep = out["scores"] >= score_threshold
+        s = torch.tensor([w / shape[1], h / shape[0]] * 2)
+        res = []
+        for box, m, score in zip(out["boxes"][keep].cpu(), out["masks"][keep],
+                                 out["scores"][keep].tolist()):
+            prob = F.interpolate(m[None], size=(h, w), mode="bilinear",
+                                 align_corners=False)[0, 0].cpu().numpy()
+            res.append(((box * s).tolist(), prob, score))
+        return res
+
+
+def drawn_boxes(context: dict | None) -> list[tuple[str, list[float], str]]:
+    """Boxes an annotator just drew, from Label Studio's interactive context:
+    (region id, x0 y0 x1 y1 in pixels, label)."""
+    out = []
+    for r in (context or {}).get("result") or []:
+        if r.get("type") != "rectanglelabels" or r.get("from_name", BOX) != BOX:
+            continue
+        v = r.get("value") or {}
+        try:
+            w, h = float(r["original_width"]), float(r["original_height"])
+            x0, y0 = float(v["x"]) * w / 100, float(v["y"]) * h / 100
+            x1, y1 = x0 + float(v["width"]) * w / 100, y0 + float(v["height"]) * h / 100
+        except (KeyError, TypeError, ValueError):
+            continue
+        out.append((str(r.get("id") or "drawn"), [x0, y0, x1, y1],
+                    (v.get("rectanglelabels") or ["object"])[0]))
+    return out

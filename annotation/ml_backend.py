@@ -1,0 +1,244 @@
+"""A Label Studio ML backend that serves the project's point-supervised Mask R-CNN.
+
+The protocol Label Studio 1.23.2 speaks (its label_studio/ml/api_connector.py): GET /health,
+POST /setup, POST /predict {"tasks", "project", "label_config", "params": {"context"}} ->
+{"results": [one prediction per task]}, and POST /webhook with the project's annotation
+events (Label Studio adds that webhook when the backend is connected). Built on Flask 3:
+`label-studio-ml` on PyPI (1.0.9) pins Flask 1.1.2 from 2020, and the maintained
+label-studio-ml-backend is only installable from its git repository.
+
+- An annotator draws a box (interactive mode): N points come back, placed where the model's
+  mask for that box is least certain and labelled by it, and the mask itself as a read-only
+  overlay when the project has a brush control (`annotation.assistant.mask_overlay`).
+- A task without context (pre-annotation, "retrieve predictions"): the model's own instances,
+  each a box, its points and its mask; the prediction's score is the model's mean certainty,
+  so sorting the queue by it puts the tasks the model knows least first.
+- After every `retrain_every` submitted annotations, `retrain_command` runs in the background
+  (e.g. sync the points and fine-tune the point model); a newer model.pt is picked up at the
+  next request and its tasks are predicted again by Label Studio (new model version).
+
+    python -m annotation.ml_backend --run-dir outputs/cpu_sample/maskrcnn_points \
+        --document-root data --port 9090
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from annotation.assist import Assistant, box_regions, drawn_boxes
+from annotation.protocol import MASK
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def image_path(url: str, document_root: Path) -> Path:
+    """/data/local-files/?d=<relative path> -> the file under document_root (never outside)."""
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+    if "d" not in q:
+        raise UserError(f"task image {url!r} is not a local-files URL (/data/local-files/?d=...)")
+    root = document_root.resolve()
+    path = (root / q["d"][0]).resolve()
+    if root not in path.parents:
+        raise UserError(f"task image {url!r} lies outside the document root {root}")
+    if not path.is_file():
+        raise UserError(f"task image {path} not found")
+    return path
+
+
+class Backend:
+    """The state behind the routes: the model (reloaded when its weights change), the event
+    count, the retraining hook."""
+
+    def __init__(self, run_dir, document_root, points: int = 10, score_threshold: float = 0.3,
+                 device: str = "cpu", state_dir=None, retrain_every: int = 0,
+                 retrain_command: str | None = None):
+        self.run_dir, self.document_root = Path(run_dir), Path(document_root)
+        self.points, self.score_threshold, self.device = points, score_threshold, device
+        self.state_dir = Path(state_dir or self.run_dir / "ml_backend")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.retrain_every, self.retrain_command = retrain_every, retrain_command
+        self._lock = threading.Lock()
+        self._model, self._mtime = None, None
+        self.submitted = self._count_submitted()
+        self.retrain_runs: list[subprocess.Popen] = []
+
+    def model(self) -> Assistant:
+        mtime = (self.run_dir / "model.pt").stat().st_mtime if \
+            (self.run_dir / "model.pt").is_file() else None
+        with self._lock:
+            if self._model is None or mtime != self._mtime:
+                self._model, self._mtime = Assistant(self.run_dir, self.device), mtime
+                log.info("serving %s", self._model.version)
+            return self._model
+
+    def predict_task(self, task: dict, context: dict | None, with_mask: bool = False) -> dict:
+        m = self.model()
+        image = np.asarray(Image.open(image_path(task["data"]["image"],
+                                                 self.document_root)).convert("RGB"))
+        regions, certainty = [], []
+        boxes = drawn_boxes(context)
+        if boxes:  # interactive: the box is the annotator's, already on the canvas
+            for rid, box, label in boxes:
+                prob = m.mask_for_box(image, box)
+                regions += box_regions(prob, box, self.points, rid, label, with_box=False,
+                                       with_mask=with_mask)
+                certainty.append(box_certainty(prob, box))
+        else:
+            for k, (box, prob, _) in enumerate(m.detect(image, self.score_threshold)):
+                regions += box_regions(prob, box, self.points, f"b{k}", "object",
+                                       with_box=True, with_mask=with_mask)
+                certainty.append(box_certainty(prob, box))
+        # points first, then boxes, masks last: Label Studio stacks regions in list order
+        order = {"keypointlabels": 0, "rectanglelabels": 1, "brushlabels": 2}
+        regions.sort(key=lambda r: order.get(r["type"], 3))
+        return {"result": regions, "model_version": m.version,
+                "score": float(np.mean(certainty)) if certainty else 0.0}
+
+    def _events(self) -> Path:
+        return self.state_dir / "events.jsonl"
+
+    def _count_submitted(self) -> int:
+        if not self._events().is_file():
+            return 0
+        return sum(1 for line in self._events().read_text().splitlines()
+                   if json.loads(line).get("action") == "ANNOTATION_CREATED")
+
+    def webhook(self, event: dict) -> dict:
+        action = event.get("action", "")
+        with self._lock:
+            with open(self._events(), "a") as f:  # one line per event: an append is atomic
+                f.write(json.dumps({"action": action, "time": time.time(),
+                                    "task": (event.get("task") or {}).get("id")}) + "\n")
+            if action == "ANNOTATION_CREATED":
+                self.submitted += 1
+                if self.retrain_every and self.retrain_command and \
+                        self.submitted % self.retrain_every == 0:
+                    log.info("%d annotations submitted: %s", self.submitted,
+                             self.retrain_command)
+                    out = open(self.state_dir / "retrain.log", "ab")
+                    self.retrain_runs.append(subprocess.Popen(
+                        self.retrain_command, shell=True, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True))
+        return {"status": "ok", "submitted": self.submitted}
+
+
+def box_certainty(prob: np.ndarray, box) -> float:
+    """Mean |2p - 1| inside the box: 1 where the model is sure of every pixel, 0 where unsure."""
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    crop = prob[y0:max(int(np.ceil(box[3])), y0 + 1), x0:max(int(np.ceil(box[2])), x0 + 1)]
+    return float(np.abs(2 * crop - 1).mean()) if crop.size else 0.0
+
+
+def create_app(backend: Backend):
+    from flask import Flask, jsonify, request
+    app = Flask("weakseg-ml-backend")
+
+    @app.get("/health")
+    @app.get("/")
+    def health():
+        return jsonify({"status": "UP", "model_class": "weakseg point-supervised Mask R-CNN"})
+
+    @app.post("/setup")
+    def setup():
+        return jsonify({"model_version": backend.model().version})
+
+    @app.post("/predict")
+    def predict():
+        body = request.get_json(force=True, silent=True) or {}
+        context = (body.get("params") or {}).get("context")
+        # masks only where the project can show them (a brush control named `mask`)
+        with_mask = f'name="{MASK}"' in (body.get("label_config") or "") and \
+            "<BrushLabels" in (body.get("label_config") or "")
+        t0 = time.perf_counter()
+        try:
+            results = [backend.predict_task(t, context, with_mask)
+                       for t in body.get("tasks") or []]
+        except UserError as e:
+            return jsonify({"error": str(e)}), 400
+        log.info("predicted %d task(s) in %.0f ms", len(results), 1000 * (time.perf_counter() - t0))
+        return jsonify({"results": results, "model_version": backend.model().version})
+
+    @app.post("/webhook")
+    def webhook():
+        return jsonify(backend.webhook(request.get_json(force=True, silent=True) or {}))
+
+    @app.post("/train")  # older Label Studio versions call /train instead of the webhook
+    def train():
+        return jsonify(backend.webhook({"action": "START_TRAINING"}))
+
+    return app
+
+
+def serve(backend: Backend, host: str, port: int):
+    """A threaded WSGI server (werkzeug's): one labelling team on one machine. Returns the
+    server; call serve_forever() (or run it in a thread) and shutdown()."""
+    from werkzeug.serving import make_server
+    return make_server(host, port, create_app(backend), threaded=True)
+
+
+def stop(run_dir) -> int | None:
+    """Stop the backend started for run_dir (its process group, by the PID it recorded)."""
+    import signal
+    f = Path(run_dir) / "ml_backend" / "server.json"
+    if not f.is_file():
+        return None
+    pid = json.loads(f.read_text())["pid"]
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid = None
+    f.unlink()
+    return pid
+
+
+def main(argv=None) -> int:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stop"] and len(argv) == 2:
+        pid = stop(argv[1])
+        print(f"stopped the labelling assistant (pid {pid})" if pid else
+              f"no labelling assistant running for {argv[1]}")
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, help="a finished Mask R-CNN run folder")
+    p.add_argument("--document-root", required=True, help="Label Studio's local-files root")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--points", type=int, default=10, help="points per box")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="pre-annotation: keep instances above this score (recall first: a "
+                        "wrong box costs one key, a missed one a box and N points)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--retrain-every", type=int, default=0)
+    p.add_argument("--retrain-command", default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        backend = Backend(a.run_dir, a.document_root, a.points, a.score_threshold, a.device,
+                          retrain_every=a.retrain_every, retrain_command=a.retrain_command)
+        backend.model()  # fail now, not at the first click
+    except UserError as e:
+        print(f"error: {e}", flush=True)
+        return 2
+    server = serve(backend, a.host, a.port)
+    (backend.state_dir / "server.json").write_text(json.dumps(
+        {"url": f"http://{a.host}:{a.port}", "pid": os.getpid()}))  # stop: `... stop RUN_DIR`
+    print(f"ML backend at http://{a.host}:{a.port} serving {backend.model().version}",
+          flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

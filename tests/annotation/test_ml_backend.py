@@ -1,0 +1,149 @@
+"""The labelling assistant: uncertain points, the ML backend protocol against a real Label
+Studio server (it calls /health, /setup, /predict and the webhook itself)."""
+import json
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotation import protocol, tasks
+from annotation.assist import box_regions, drawn_boxes, uncertain_points
+from annotation.client import connect
+from annotation.ml_backend import image_path
+from annotation.server import free_port
+from pipeline.__main__ import run_stage
+from pipeline.errors import UserError
+
+
+def disc(h=40, w=40, cx=20, cy=20, r=10, soft=2.0):
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    d = np.hypot(xx - cx, yy - cy)
+    return 1 / (1 + np.exp((d - r) / soft))          # p = 0.5 on the circle of radius r
+
+
+def test_points_go_where_the_mask_is_least_certain_and_spread_out():
+    prob = disc()
+    pts = uncertain_points(prob, (5, 5, 35, 35), 8)
+    assert len(pts) == 8
+    radii = [np.hypot(x - 20, y - 20) for x, y, _ in pts]
+    assert all(abs(r - 10) < 1.5 for r in radii)       # on the uncertain boundary, not inside
+    spacing = 0.5 * 30 / np.sqrt(8)
+    for i, (x, y, _) in enumerate(pts):
+        for x2, y2, _ in pts[i + 1:]:
+            assert np.hypot(x - x2, y - y2) >= spacing - 1e-9
+    # each is labelled by the model's side of 0.5
+    for x, y, obj in pts:
+        assert obj == (prob[int(y), int(x)] >= 0.5)
+    # a uniform sample would mostly land where p is near 0 or 1
+    assert np.mean([abs(prob[int(y), int(x)] - 0.5) for x, y, _ in pts]) < 0.2
+
+
+def test_points_stay_inside_the_box_and_clip_to_the_image():
+    pts = uncertain_points(disc(), (30, 30, 60, 60), 5)
+    assert pts and all(30 <= x < 40 and 30 <= y < 40 for x, y, _ in pts)
+    assert uncertain_points(disc(), (50, 50, 60, 60), 5) == []
+
+
+def test_assistant_points_belong_to_the_drawn_box_and_die_with_it():
+    prob = disc(h=40, w=40)
+    box = [8.0, 8.0, 32.0, 32.0]
+    regions = box_regions(prob, box, 6, "Xk3pq9", "object", with_box=False)
+    drawn = protocol.box_result([8, 8, 24, 24], 40, 40, "object", "Xk3pq9")
+    kinds = [r["type"] for r in regions]
+    assert kinds == ["keypointlabels"] * 6 + ["brushlabels"]   # points first, mask last
+    assert regions[-1]["readonly"] and regions[-1]["value"]["rle"]
+    inst, warn = protocol.results_to_instances(regions + [drawn], 40, 40, {"object": 1}, 6)
+    assert len(inst) == 1 and len(inst[0]["point_labels"]) == 6 and not warn
+    # the drawn box deleted: its assistant points are dropped, not given to another box
+    other = protocol.box_result([0, 0, 40, 40], 40, 40, "object", "b0")
+    inst, warn = protocol.results_to_instances(regions + [other], 40, 40, {"object": 1}, 6)
+    assert inst[0]["point_labels"] == [] and sum("deleted box" in w for w in warn) == 6
+
+
+def test_drawn_boxes_read_label_studio_percent_coordinates():
+    r = protocol.box_result([10, 20, 30, 40], 200, 100, "object", "abc")
+    assert drawn_boxes({"result": [r]}) == [("abc", pytest.approx([10, 20, 40, 60]), "object")]
+    assert drawn_boxes(None) == [] and drawn_boxes({"result": [{"type": "keypointlabels"}]}) == []
+
+
+def test_image_urls_resolve_only_under_the_document_root(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"")
+    assert image_path("/data/local-files/?d=a/x.png", tmp_path) == tmp_path / "a" / "x.png"
+    with pytest.raises(UserError, match="outside the document root"):
+        image_path("/data/local-files/?d=../etc/passwd", tmp_path / "a")
+    with pytest.raises(UserError, match="not a local-files URL"):
+        image_path("http://example.com/x.png", tmp_path)
+
+
+def ml_project_title(client, pid):
+    return client.projects.get(pid).title
+
+
+@pytest.fixture(scope="module")
+def point_model(tmp_path_factory, tiny_sample):
+    """A point-supervised Mask R-CNN trained for a few iterations on the tiny sample."""
+    from tests.conftest import TINY_SAMPLE, make_cfg
+    tmp = tmp_path_factory.mktemp("assist")
+    cfg = make_cfg(tmp, f"paths.data_dir={tiny_sample}", *TINY_SAMPLE, "stage=maskrcnn",
+                   "supervision=points", "backbone.weights=null", "maskrcnn.train.max_iter=3",
+                   "maskrcnn.train.batch_size=2", "maskrcnn.eval_splits=[]", "overlays=0",
+                   run_name="maskrcnn_points")
+    run_stage(cfg)
+    return Path(cfg.run_dir)
+
+
+@pytest.mark.e2e
+def test_make_annotate_starts_the_assistant_that_label_studio_asks_for_a_drawn_box(
+        label_studio, tiny_sample, point_model, sample_cfg, monkeypatch, tmp_path):
+    """`make annotate` starts the backend and connects it; Label Studio then calls /health,
+    /setup, /predict (with the drawn box as context) and the webhook itself."""
+    from annotation import ml_backend
+    monkeypatch.setenv("LABEL_STUDIO_API_TOKEN", label_studio.token)
+    port = label_studio.url.rsplit(":", 1)[1]
+    res = run_stage(sample_cfg(
+        "stage=annotate", f"annotation.port={port}", "annotation.source=gt",
+        "annotation.points_per_box=7", "annotation.start_server=false",
+        f"annotation.project=assist-{secrets.token_hex(3)}",
+        f"annotation.assistant.run_dir={point_model}", f"annotation.assistant.port={free_port()}",
+        "annotation.assistant.retrain_every=2",
+        f"annotation.assistant.retrain_command='touch {tmp_path / 'retrained'}'",
+        run_name="annotate_assist"))
+    try:
+        client = connect(label_studio.url, label_studio.token)
+        [ml] = client.ml.list(project=res["project"])
+        assert ml.url.rstrip("/") == res["assistant"] and ml.is_interactive
+        assert client.ml.get(ml.id).state == "CO"          # /health and /setup answered
+        task = next(iter(client.tasks.list(project=res["project"])))
+        drawn = protocol.box_result([40, 40, 60, 50], 160, 160, "object", "drawnBox1")
+
+        def ask():
+            resp = client.ml.with_raw_response.predict_interactive(
+                ml.id, task=task.id, context={"result": [drawn]})
+            result = json.loads(resp.response.text)["data"]["result"]
+            return ([r for r in result if r["type"] == "keypointlabels"],
+                    [r for r in result if r["type"] == "brushlabels"])
+        points, masks = ask()
+        assert len(points) == 7 and masks == []      # the default project shows no masks
+        for r in points:   # inside the drawn box (percent of the 160 px image), tied to it
+            v = r["value"]
+            assert 25 <= v["x"] <= 62.5 and 25 <= v["y"] <= 56.25
+            assert protocol.point_owner(r["id"]) == "drawnBox1"
+        # a project with the brush control gets the mask too
+        tasks.get_or_create_project(client, ml_project_title(client, res["project"]),
+                                    ["object"], 7, mask_overlay=True)
+        points, masks = ask()
+        assert len(points) == 7 and len(masks) == 1 and masks[0]["value"]["rle"]
+        # submissions reach the webhook; every 2nd one runs the retraining command
+        for t in list(client.tasks.list(project=res["project"]))[:2]:
+            client.annotations.create(id=t.id, result=[], lead_time=1.0)
+        deadline = time.time() + 30
+        while time.time() < deadline and not (tmp_path / "retrained").exists():
+            time.sleep(0.2)
+        assert (tmp_path / "retrained").exists()
+        events = (point_model / "ml_backend" / "events.jsonl").read_text().splitlines()
+        assert sum(json.loads(e)["action"] == "ANNOTATION_CREATED" for e in events) == 2
+    finally:
+        assert ml_backend.stop(point_model)
