@@ -126,6 +126,7 @@ bench: $(STAMP)
 	$(PY) bench/train.py
 	$(PY) bench/sparseinst.py
 	$(PY) bench/label_studio.py
+	$(PY) bench/annotation.py
 	$(PY) bench/faults.py
 
 clean-outputs:

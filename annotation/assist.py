@@ -32,16 +32,17 @@ def uncertain_points(prob: np.ndarray, box, n: int) -> list[tuple[float, float, 
     if x1 <= x0 or y1 <= y0 or n <= 0:
         return []
     crop = prob[y0:y1, x0:x1]
-    order = np.argsort(np.abs(crop - 0.5), axis=None, kind="stable")
-    ys, xs = np.unravel_index(order, crop.shape)
+    u = np.abs(crop - 0.5).astype(np.float64)           # lower: less certain
+    yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0]
     spacing = max(1.0, 0.5 * min(x1 - x0, y1 - y0) / np.sqrt(n))
     chosen: list[tuple[float, float, bool]] = []
-    for y, x in zip(ys, xs):
-        px, py = x0 + x + 0.5, y0 + y + 0.5
-        if all((px - cx) ** 2 + (py - cy) ** 2 >= spacing ** 2 for cx, cy, _ in chosen):
-            chosen.append((px, py, bool(crop[y, x] >= 0.5)))
-            if len(chosen) == n:
-                break
+    while len(chosen) < n:
+        i = int(np.argmin(u))                              # first in row order among ties
+        y, x = divmod(i, u.shape[1])
+        if not np.isfinite(u[y, x]):
+            break
+        chosen.append((x0 + x + 0.5, y0 + y + 0.5, bool(crop[y, x] >= 0.5)))
+        u[(xx - x) ** 2 + (yy - y) ** 2 < spacing ** 2] = np.inf   # keep the next ones apart
     return chosen
 
 
