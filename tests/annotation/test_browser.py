@@ -143,3 +143,62 @@ def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_
     assert set(result) == {r["id"] for r in pred}               # no region added or lost
     assert all(result[k]["value"]["keypointlabels"] == [lab] for k, (_, _, lab) in pts.items()
                if k != first)                                    # the other points untouched
+
+
+def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_path):
+    """Click inside a box away from every point (selects the box), Backspace: after sync no
+    point of that box survives, none is attached to another box, and every other box keeps
+    all of its points."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    n = 3
+    for info in gt["images"]:   # an image with a box that has a free spot of its own
+        w, h = info["width"], info["height"]
+        anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
+        names = {c["id"]: c["name"] for c in gt["categories"]}
+        pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
+        pts = [(r["value"]["x"] * w / 100, r["value"]["y"] * h / 100) for r in pred
+               if r["type"] == "keypointlabels"]
+        boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                           (r["value"]["x"] + r["value"]["width"]) * w / 100,
+                           (r["value"]["y"] + r["value"]["height"]) * h / 100)
+                 for r in pred if r["type"] == "rectanglelabels"}
+
+        def inside(b, x, y, m=0.0):
+            return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
+        spot = next(((k, x, y) for k, b in boxes.items() for y in np.arange(b[1], b[3], 2.0)
+                     for x in np.arange(b[0], b[2], 2.0)
+                     if len(boxes) > 1 and inside(b, x, y, 4)
+                     and not any(inside(o, x, y, -4) for j, o in boxes.items() if j != k)
+                     and all((x - a) ** 2 + (y - c) ** 2 > 100 for a, c in pts)), None)
+        if spot:
+            break
+    assert spot, "no image of the tiny sample has a box with a free spot"
+    victim, sx, sy = spot
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"delete-{secrets.token_hex(3)}",
+                                      sorted(names.values()), n)
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
+                      n_points=n)
+    tid = next(iter(client.tasks.list(project=pid))).id
+
+    with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
+        bb = page.locator("img[alt='image']").first.bounding_box()
+        page.mouse.click(bb["x"] + sx * bb["width"] / w, bb["y"] + sy * bb["height"] / h)
+        page.keyboard.press("Backspace")
+
+    out = tmp_path / "points.json"
+    res = ls_sync.sync(client, pid, tmp_path, {info["id"]: info}, gt["categories"], root, out,
+                       n)
+    assert res["dropped_points"] == n
+    synced = load_coco(out)["annotations"]
+    assert len(synced) == len(boxes) - 1
+    # every remaining box has exactly its own n points: nothing of the victim moved to it
+    assert all(len(a["point_labels"]) == n for a in synced)
+    vb = boxes[victim]
+    assert not any(abs(a["bbox"][0] - vb[0]) < 1e-3 and abs(a["bbox"][1] - vb[1]) < 1e-3
+                   for a in synced)
