@@ -11,7 +11,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-seeds annotate annotate-sync label-studio \
-	label-studio-stop browser test test-fast bench clean-outputs
+	label-studio-stop browser test test-fast bench bench-scale clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
 export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
@@ -128,6 +128,10 @@ bench: $(STAMP)
 	$(PY) bench/label_studio.py
 	$(PY) bench/annotation.py
 	$(PY) bench/faults.py
+
+# COCO-size bookkeeping (no pixels): 10%, 50%, 100% of COCO train/val, ~15 min on 2 cores
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 clean-outputs:
 	rm -rf outputs

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipeline.data.coco_checks import validate
+from pipeline.data.coco_checks import rle_counts, validate
 from pipeline.io import read_json, write_json
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -34,6 +34,25 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     else:
         rle = pycocotools_rle(seg)
     return mask_utils.decode(rle)
+
+
+def mask_values_at(seg: Any, height: int, width: int, xs: np.ndarray,
+                   ys: np.ndarray) -> np.ndarray:
+    """decode_segmentation(seg, height, width)[ys, xs], read off the run lengths instead of a
+    dense mask: the same pycocotools RLE, so the same values (tested), at a fraction of the
+    time and memory. At COCO size this keeps point sampling linear and small."""
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = seg
+    counts = rle["counts"]
+    runs = rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts) \
+        if not isinstance(counts, list) else np.asarray(counts, np.int64)
+    # column-major runs, background first: the run holding pixel (x, y) says its value
+    k = np.searchsorted(np.cumsum(runs), np.asarray(xs) * height + np.asarray(ys), side="right")
+    return (k % 2).astype(np.uint8)
 
 
 def pycocotools_rle(seg: dict) -> dict:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.data.coco import decode_segmentation
+from pipeline.data.coco import mask_values_at
 
 
-def sample_instance_points(mask: np.ndarray, bbox, n: int, rng) -> tuple[list, list]:
-    """n points uniform over the pixels of the box; labels read from the mask."""
-    h, w = mask.shape
+def box_pixels(bbox, n: int, h: int, w: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """n pixel indices uniform over the box (PointSup's sampling), inside the image."""
     x0, y0 = int(np.floor(bbox[0])), int(np.floor(bbox[1]))
     x1 = min(int(np.ceil(bbox[0] + bbox[2])), w)
     y1 = min(int(np.ceil(bbox[1] + bbox[3])), h)
     xs = rng.integers(x0, max(x1, x0 + 1), n)
     ys = rng.integers(y0, max(y1, y0 + 1), n)
-    labels = mask[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)].astype(int)
-    return [[int(x), int(y)] for x, y in zip(xs, ys)], labels.tolist()
+    return xs, ys
+
+
+def as_points(xs, ys, labels) -> tuple[list, list]:
+    return [[int(x), int(y)] for x, y in zip(xs, ys)], np.asarray(labels).astype(int).tolist()
 
 
 def points_from_masks(coco: dict, n: int = 10, seed: int = 0, keep_masks: bool = False) -> dict:
@@ -32,8 +34,9 @@ def points_from_masks(coco: dict, n: int = 10, seed: int = 0, keep_masks: bool =
         if a.get("iscrowd", 0):
             continue  # a crowd region gets no points and is no instance (PointSup's mapper)
         h, w = sizes[a["image_id"]]
-        m = decode_segmentation(a["segmentation"], h, w)
-        coords, labels = sample_instance_points(m, a["bbox"], n, rng)
+        xs, ys = box_pixels(a["bbox"], n, h, w, rng)
+        coords, labels = as_points(xs, ys, mask_values_at(
+            a["segmentation"], h, w, np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)))
         b = {k: v for k, v in a.items() if keep_masks or k != "segmentation"}
         b.update(point_coords=coords, point_labels=labels)
         anns.append(b)

@@ -64,3 +64,32 @@ def test_unknown_image_id(tmp_path):
                              "annotations": [{"id": 1, "image_id": 2}]}))
     with pytest.raises(UserError, match="unknown image_id 2"):
         load_coco(p)
+
+
+def test_mask_values_at_equal_the_full_decode_for_polygons_anywhere():
+    """Point labels read off the run lengths equal the full-image mask's, for polygons
+    (partly outside the image, several parts), compressed and uncompressed RLE."""
+    import numpy as np
+
+    from pipeline.data.coco import decode_segmentation, encode_mask, mask_values_at
+    from pipeline.data.coco_checks import rle_counts
+    rng = np.random.default_rng(0)
+    h, w = 37, 53
+    for _ in range(300):
+        parts = []
+        for _ in range(rng.integers(1, 3)):
+            k = int(rng.integers(3, 9))
+            cx, cy = rng.uniform(-10, w + 10), rng.uniform(-10, h + 10)
+            pts = np.stack([cx + rng.uniform(-15, 15, k), cy + rng.uniform(-15, 15, k)], 1)
+            parts.append(pts.round(2).ravel().tolist())
+        c = np.concatenate(parts)
+        # points in the polygon's box (as point sampling draws them): the window is shifted
+        bx0, bx1 = int(np.clip(c[0::2].min(), 0, w - 1)), int(np.clip(c[0::2].max(), 0, w - 1))
+        by0, by1 = int(np.clip(c[1::2].min(), 0, h - 1)), int(np.clip(c[1::2].max(), 0, h - 1))
+        xs, ys = rng.integers(bx0, bx1 + 1, 20), rng.integers(by0, by1 + 1, 20)
+        full = decode_segmentation(parts, h, w)
+        assert (mask_values_at(parts, h, w, xs, ys) == full[ys, xs]).all()
+        rle = encode_mask(full)
+        assert (mask_values_at(rle, h, w, xs, ys) == full[ys, xs]).all()
+        runs = {"size": [h, w], "counts": [int(v) for v in rle_counts(rle["counts"])]}
+        assert (mask_values_at(runs, h, w, xs, ys) == full[ys, xs]).all()   # uncompressed
