@@ -126,10 +126,10 @@ class Backend:
                         self.submitted % self.retrain_every == 0:
                     log.info("%d annotations submitted: %s", self.submitted,
                              self.retrain_command)
-                    out = open(self.state_dir / "retrain.log", "ab")
-                    self.retrain_runs.append(subprocess.Popen(
-                        self.retrain_command, shell=True, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True))
+                    with open(self.state_dir / "retrain.log", "ab") as out:
+                        self.retrain_runs.append(subprocess.Popen(
+                            self.retrain_command, shell=True, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True))
         return {"status": "ok", "submitted": self.submitted}
 
 
@@ -164,7 +164,7 @@ def create_app(backend: Backend):
         try:
             results = [backend.predict_task(t, context, with_mask)
                        for t in body.get("tasks") or []]
-        except UserError as e:
+        except (UserError, OSError) as e:   # missing or unreadable image: say which
             return jsonify({"error": str(e)}), 400
         log.info("predicted %d task(s) in %.0f ms", len(results), 1000 * (time.perf_counter() - t0))
         return jsonify({"results": results, "model_version": backend.model().version})
