@@ -147,3 +147,12 @@ def test_make_annotate_starts_the_assistant_that_label_studio_asks_for_a_drawn_b
         assert sum(json.loads(e)["action"] == "ANNOTATION_CREATED" for e in events) == 2
     finally:
         assert ml_backend.stop(point_model)
+
+
+def test_backend_errors_name_the_missing_file(tmp_path):
+    from annotation.ml_backend import Backend, create_app
+    app = create_app(Backend(tmp_path / "no_run", tmp_path, state_dir=tmp_path / "s"))
+    c = app.test_client()
+    assert c.get("/health").get_json()["status"] == "UP"
+    r = c.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=x"}}]})
+    assert r.status_code == 400 and "no_run/config.yaml not found" in r.get_json()["error"]
