@@ -22,7 +22,8 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from pipeline.models.backbone import ResNetFeatures
-from pipeline.models.losses import dice_loss, projection_dice_loss
+from pipeline.models.losses import (colour_similarity, dice_loss, pairwise_affinity_loss,
+                                    projection_dice_loss, rgb_to_lab)
 from pipeline.models.solo import coord_channels
 
 PRIOR = -math.log((1 - 0.01) / 0.01)  # logit of a 0.01 prior (focal-loss initialisation)
@@ -161,6 +162,8 @@ class LossWeights:
     focal_gamma: float = 2.0
     outside_box: float = 1.0          # points: pixels outside the instance's box are background
     box_projection: float = 2.0       # points: mask projections match the box's (BoxInst)
+    pairwise: float = 0.0             # points: like-coloured neighbours share a label (BoxInst)
+    pairwise_threshold: float = 0.3
 
 
 def sample_at_points(logits: torch.Tensor, points: torch.Tensor, image_hw) -> torch.Tensor:
@@ -218,9 +221,10 @@ def hungarian_match(cls_prob: torch.Tensor, mask_score: torch.Tensor,
 
 
 def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
-                    supervision: str = "full") -> dict:
+                    supervision: str = "full", images: torch.Tensor | None = None) -> dict:
     """Matching and losses for a batch. samples: 'labels' (M,), and 'masks' (M, h, w) bool
-    at input size (full) or 'points' (M, K, 2), 'point_labels' (M, K), 'boxes' (M, 4)."""
+    at input size (full) or 'points' (M, K, 2), 'point_labels' (M, K), 'boxes' (M, 4).
+    images: the padded RGB batch in [0, 255], for the pairwise term under points."""
     logits, obj, masks = out["logits"], out["objectness"], out["masks"]
     device = masks.device
     hm, wm = masks.shape[-2:]
@@ -274,6 +278,11 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
                     masks[i][q].sigmoid(), inside[t])
             if w.outside_box:
                 term = term + w.outside_box * outside_box_loss(masks[i][q], inside[t])
+            if w.pairwise and images is not None:
+                sim, valid = colour_edges(images[i], s["image"].shape[-2:], (hm, wm))
+                term = term + w.pairwise * pairwise_affinity_loss(
+                    masks[i][q], sim.expand(len(q), -1, -1, -1), inside[t] & valid,
+                    w.pairwise_threshold, neighbour_ok=valid.expand(len(q), -1, -1))
             mask_terms.append(term)
             # IoU estimated on the points, discounted by the share of the mask outside the box
             binary = prob[q] > 0.5
@@ -294,6 +303,17 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         losses["loss_mask"], losses["loss_objectness"] = zero, zero
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def colour_edges(image: torch.Tensor, image_hw, mask_hw):
+    """Colour similarity of each mask cell to its 8 dilated neighbours (Lab, on the image
+    pooled to the mask's stride, as BoxInst computes it) and the cells inside the unpadded
+    image: (1, 8, h, w), (1, h, w)."""
+    stride = image.shape[-1] // mask_hw[1]
+    small = F.avg_pool2d(image[None].float(), stride, stride)
+    valid = torch.zeros(mask_hw, dtype=torch.bool, device=image.device)
+    valid[:image_hw[0] // stride, :image_hw[1] // stride] = True
+    return colour_similarity(rgb_to_lab(small)), valid[None]
 
 
 def box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:

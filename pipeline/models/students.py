@@ -90,7 +90,8 @@ class SparseInstStudent:
         images, _ = pad_batch(samples)
         out = m(normalize(images.to(device)))
         return si.sparseinst_loss(out, samples, images.shape[-2:], self.weights,
-                                  "full" if self.mask_loss == "full" else "points")
+                                  "full" if self.mask_loss == "full" else "points",
+                                  images.to(device))
 
     def predict(self, batch, shape, c):
         hp, wp = [-(-d // 32) * 32 for d in shape]

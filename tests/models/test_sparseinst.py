@@ -178,3 +178,30 @@ def test_objectness_target_under_points_is_discounted_by_spill_outside_the_box()
     # the loss is smallest when the predicted objectness equals the discounted IoU (2/3)
     losses = {t: obj_loss(half, t) for t in (0.5, 2 / 3, 0.9)}
     assert min(losses, key=losses.get) == 2 / 3
+
+
+def test_pairwise_term_prefers_the_mask_that_follows_colour_edges():
+    # a red square on grey; two masks agree with the points and the box equally, one
+    # follows the square's edge, the other cuts through the uniform grey inside the box
+    image = torch.full((1, 3, 32, 32), 128.0)
+    image[0, 0, 8:24, 8:20] = 255.0
+    image[0, 1:, 8:24, 8:20] = 0.0
+    follows = torch.full((1, 1, 8, 8), -6.0)
+    follows[0, 0, 2:6, 2:5] = 6.0                 # cells of the red block (x 8..20 px)
+    cuts = follows.clone()
+    cuts[0, 0, 2:6, 5] = 6.0                      # spills one column into the grey
+    box = torch.tensor([[8.0, 8.0, 24.0, 24.0]])
+    pts = torch.tensor([[[12.0, 12.0], [14.0, 18.0]]])
+    sample = [{"labels": torch.zeros(1, dtype=torch.long), "points": pts, "boxes": box,
+               "point_labels": torch.tensor([[1, 1]]), "image": image[0]}]
+    w = si.LossWeights(pairwise=1.0, box_projection=0.0, outside_box=0.0)
+
+    def loss(m, weights):
+        out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.zeros(1, 1),
+               "masks": m}
+        return si.sparseinst_loss(out, sample, (32, 32), weights, "points",
+                                  image)["loss_mask"].item()
+    assert loss(cuts, w) > loss(follows, w)
+    # without the term the two are equal: the points alone cannot tell them apart
+    off = si.LossWeights(pairwise=0.0, box_projection=0.0, outside_box=0.0)
+    assert loss(cuts, off) == pytest.approx(loss(follows, off))
