@@ -147,7 +147,8 @@ def create_app(backend: Backend):
     @app.get("/health")
     @app.get("/")
     def health():
-        return jsonify({"status": "UP", "model_class": "weakseg point-supervised Mask R-CNN"})
+        return jsonify({"status": "UP", "model_class": "weakseg point-supervised Mask R-CNN",
+                        "run_dir": str(backend.run_dir.resolve())})
 
     @app.post("/setup")
     def setup():

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from annotation import server as ls_server
@@ -16,6 +18,7 @@ from annotation.client import connect
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
+from pipeline.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,16 @@ def ensure_server(a) -> str:
     return s.url
 
 
+def assistant_run_dir(url: str) -> str | None:
+    """The run folder the assistant at url serves; None when nothing (or something else)
+    answers there."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return json.loads(r.read()).get("run_dir")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
 def ensure_assistant(a, client, pid: int) -> str | None:
     """Start the ML backend (unless it answers already) and connect it to the project as an
     interactive backend. None, with a line saying why, when there is no trained model yet."""
@@ -54,7 +67,11 @@ def ensure_assistant(a, client, pid: int) -> str | None:
                     "annotating with pre-placed points only", run_dir)
         return None
     url = f"http://{a.host}:{s.port}"
-    if not ls_server.health(url):
+    serving = assistant_run_dir(url)
+    if serving is not None and Path(serving).resolve() != run_dir.resolve():
+        raise UserError(f"{url} already serves an assistant for {serving}, not {run_dir}; stop "
+                        f"it (`make label-studio-stop`) or set annotation.assistant.port")
+    if serving is None:
         logfile = run_dir / "ml_backend" / "server.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "annotation.ml_backend", "--run-dir", str(run_dir),
@@ -68,14 +85,14 @@ def ensure_assistant(a, client, pid: int) -> str | None:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         deadline = time.time() + 120
-        while not ls_server.health(url):
+        while assistant_run_dir(url) is None:
             if proc.poll() is not None or time.time() > deadline:
-                raise UserError(f"the labelling assistant did not start; see {logfile}")
+                proc.kill()
+                raise UserError(f"the labelling assistant did not start at {url}; see {logfile}")
             time.sleep(0.5)
         log.info("started the labelling assistant (pid %d) at %s", proc.pid, url)
         # `make label-studio-stop` stops it too
-        Path(a.data_dir).mkdir(parents=True, exist_ok=True)
-        (Path(a.data_dir) / "assistant.json").write_text(json.dumps({"run_dir": str(run_dir)}))
+        write_json(Path(a.data_dir) / "assistant.json", {"run_dir": str(run_dir)})
     if not any(b.url.rstrip("/") == url for b in client.ml.list(project=pid)):
         client.ml.create(project=pid, url=url, is_interactive=True,
                          title="weakseg assistant (point-supervised Mask R-CNN)")

@@ -145,6 +145,15 @@ def test_make_annotate_starts_the_assistant_that_label_studio_asks_for_a_drawn_b
         assert (tmp_path / "retrained").exists()
         events = (point_model / "ml_backend" / "events.jsonl").read_text().splitlines()
         assert sum(json.loads(e)["action"] == "ANNOTATION_CREATED" for e in events) == 2
+        # the port serves this model: another run folder there is refused, not connected
+        from omegaconf import OmegaConf
+        from pipeline.stages.annotate import ensure_assistant
+        port = res["assistant"].rsplit(":", 1)[1]
+        other = OmegaConf.create({"host": "127.0.0.1", "data_dir": str(tmp_path), "assistant": {
+            "enabled": True, "run_dir": str(tmp_path), "port": port}})
+        (tmp_path / "model.pt").write_bytes(b"")
+        with pytest.raises(UserError, match="already serves an assistant for"):
+            ensure_assistant(other, client, res["project"])
     finally:
         assert ml_backend.stop(point_model)
 
