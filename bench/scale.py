@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import ROOT
@@ -61,6 +62,13 @@ def annotations(rng, image_ids, per_image, start_id=1, score=False):
     return anns
 
 
+@contextmanager
+def timed(times: dict, name: str):
+    start = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - start
+
+
 def one_fraction(f: float) -> dict:
     import numpy as np
     from pipeline.data.coco import load_coco, save_coco
@@ -80,41 +88,34 @@ def one_fraction(f: float) -> dict:
         train = {"images": images, "annotations": annotations(rng, range(1, n_train + 1),
                                                                PER_IMAGE), "categories": cats}
         out["train_instances"] = len(train["annotations"])
-        s = time.perf_counter()
-        save_coco(tmp / "train.json", train)
-        t["write annotations"] = time.perf_counter() - s
+        with timed(t, "write annotations"):
+            save_coco(tmp / "train.json", train)
         del train
-        s = time.perf_counter()
-        train = load_coco(tmp / "train.json")
-        t["load annotations"] = time.perf_counter() - s
-        s = time.perf_counter()
-        bank = InstanceBank(Split("train", tmp, train, True), train,
-                            category_map={c["id"]: c["id"] - 1 for c in cats}, cache=False)
-        t["InstanceBank index"] = time.perf_counter() - s
+        with timed(t, "load annotations"):
+            train = load_coco(tmp / "train.json")
+        with timed(t, "InstanceBank index"):
+            bank = InstanceBank(Split("train", tmp, train, True), train,
+                                category_map={c["id"]: c["id"] - 1 for c in cats}, cache=False)
         assert len(bank) > 0.99 * n_train * (1 - np.exp(-PER_IMAGE))
-        s = time.perf_counter()
-        points_from_masks(train, n=10, seed=0)
-        t["point sampling (10 / instance)"] = time.perf_counter() - s
+        with timed(t, "point sampling (10 / instance)"):
+            points_from_masks(train, n=10, seed=0)
         del bank, train
         free = {"images": images, "categories": [{"id": 1, "name": "object"}],
                 "annotations": [dict(a, category_id=1) for a in annotations(
                     rng, range(1, n_train + 1), FREE_MASKS, score=True)]}
         out["free_masks"] = len(free["annotations"])
-        s = time.perf_counter()
-        save_coco(tmp / "free_masks.json", free)
-        t["free masks write (20 / image)"] = time.perf_counter() - s
+        with timed(t, "free masks write (20 / image)"):
+            save_coco(tmp / "free_masks.json", free)
         del free
-        s = time.perf_counter()
-        load_coco(tmp / "free_masks.json")
-        t["free masks read"] = time.perf_counter() - s
+        with timed(t, "free masks read"):
+            load_coco(tmp / "free_masks.json")
         val_ids = range(1, n_val + 1)
         val = {"images": images[:n_val], "annotations": annotations(rng, val_ids, PER_IMAGE),
                "categories": cats}
         preds = annotations(rng, val_ids, PREDICTIONS, start_id=10 ** 9, score=True)
         out["predictions"] = len(preds)
-        s = time.perf_counter()
-        evaluate(val, preds, iou_types=("segm",), agnostic=True)
-        t["evaluation (segm, 100 / image)"] = time.perf_counter() - s
+        with timed(t, "evaluation (segm, 100 / image)"):
+            evaluate(val, preds, iou_types=("segm",), agnostic=True)
     out["seconds"] = {k: round(v, 1) for k, v in t.items()}
     out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
     return out
