@@ -34,6 +34,7 @@ def labeling_config(category_names: list[str] = ("object",),
     in Label Studio 1.23.2 a brush control takes the canvas's clicks (measured in the browser
     test: a click on a point no longer selects it), which costs more than the overlay gives."""
     names = list(category_names)
+    brush = BRUSH if mask_overlay else ""
     labels = "\n".join(
         f"    <Label value={quoteattr(n)}" + (f' hotkey="{HOTKEYS["box"]}"' if i == 0 else "")
         + "/>" for i, n in enumerate(names))
@@ -46,7 +47,7 @@ def labeling_config(category_names: list[str] = ("object",),
   <RectangleLabels name="{BOX}" toName="{IMAGE}">
 {labels}
   </RectangleLabels>
-{BRUSH if mask_overlay else ""}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
+{brush}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
 </View>"""
 
 

@@ -66,3 +66,10 @@ def test_box_with_fewer_points_is_kept_and_flagged_and_deleted_box_points_droppe
     assert any("belonged to deleted box 'b1'" in x for x in warnings)
     inst, _ = results_to_instances(res, w, h, {"object": 1}, points_per_box=2)
     assert "fewer_points" not in inst[0]
+
+
+def test_mask_overlay_adds_the_brush_control_only_when_asked():
+    from annotation.protocol import labeling_config
+    assert "<BrushLabels" not in labeling_config(["object"])
+    cfg = labeling_config(["object"], mask_overlay=True)
+    assert '<BrushLabels name="mask"' in cfg and cfg.index("<BrushLabels") < cfg.index("<Image")
