@@ -22,13 +22,17 @@ from pipeline.data.transforms import resized_shape, to_tensor
 from pipeline.errors import UserError
 
 
+def box_window(box, h: int, w: int) -> tuple[int, int, int, int]:
+    """The pixels a box (x0, y0, x1, y1) touches, clipped to an h x w image (may be empty)."""
+    return (max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0),
+            min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h))
+
+
 def uncertain_points(prob: np.ndarray, box, n: int) -> list[tuple[float, float, bool]]:
     """Up to n pixel centres inside box (x0, y0, x1, y1) in order of uncertainty
     |p - 0.5| (least certain first), at least ~ box_side / (2 sqrt n) apart so that
     they do not bunch on one stretch of the boundary; each with its label p >= 0.5."""
-    h, w = prob.shape
-    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
-    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    x0, y0, x1, y1 = box_window(box, *prob.shape)
     if x1 <= x0 or y1 <= y0 or n <= 0:
         return []
     crop = prob[y0:y1, x0:x1]
@@ -97,36 +101,38 @@ class Assistant:
         self.device, self.node = torch.device(device), cfg.maskrcnn.inference
         self.version = f"{run_dir.name}@{int(weights.stat().st_mtime)}"
 
-    def _features(self, image: np.ndarray):
+    def _input(self, image: np.ndarray):
+        """The image at the model's inference size, as the model takes it, and that size."""
         h, w = image.shape[:2]
         shape = resized_shape(h, w, int(self.node.short_side), int(self.node.max_size))
-        x = to_tensor(image, shape).to(self.device) / 255.0
-        images, _ = self.model.transform([x])
-        return self.model.backbone(images.tensors), images.image_sizes, shape
+        return to_tensor(image, shape).to(self.device) / 255.0, shape
 
     @torch.no_grad()
-    def mask_for_box(self, image: np.ndarray, box) -> np.ndarray:
-        """(H, W) object probability for a box (x0, y0, x1, y1) in image pixels: the mask head
-        run on that box as its RoI, pasted into the image."""
+    def masks_for_boxes(self, image: np.ndarray, boxes) -> np.ndarray:
+        """(B, H, W) object probabilities for boxes (x0, y0, x1, y1) in image pixels: the
+        mask head run on each box as its RoI (one backbone pass), pasted into the image."""
         from torchvision.models.detection.roi_heads import paste_masks_in_image
         h, w = image.shape[:2]
-        feats, sizes, shape = self._features(image)
+        x, shape = self._input(image)
+        images, _ = self.model.transform([x])
+        feats = self.model.backbone(images.tensors)
         s = torch.tensor([shape[1] / w, shape[0] / h] * 2, device=self.device)
-        b = torch.tensor([box], dtype=torch.float32, device=self.device) * s
+        b = torch.tensor(boxes, dtype=torch.float32, device=self.device).view(-1, 4) * s
         heads = self.model.roi_heads
-        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(feats, [b], sizes)))
+        logits = heads.mask_predictor(heads.mask_head(
+            heads.mask_roi_pool(feats, [b], images.image_sizes)))
         prob = logits[:, 1:].sigmoid().max(1, keepdim=True).values   # agnostic over classes
-        pasted = paste_masks_in_image(prob, b, shape)                  # (1, 1, h', w')
+        pasted = paste_masks_in_image(prob, b, shape)                  # (B, 1, h', w')
         return F.interpolate(pasted, size=(h, w), mode="bilinear",
-                             align_corners=False)[0, 0].cpu().numpy()
+                             align_corners=False)[:, 0].cpu().numpy()
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, score_threshold: float) -> list[tuple[list, np.ndarray,
                                                                               float]]:
         """The model's own instances: (box x0y0x1y1, probability map, score) each."""
         h, w = image.shape[:2]
-        shape = resized_shape(h, w, int(self.node.short_side), int(self.node.max_size))
-        out = self.model([to_tensor(image, shape).to(self.device) / 255.0])[0]
+        x, shape = self._input(image)
+        out = self.model([x])[0]
         keep = out["scores"] >= score_threshold
         s = torch.tensor([w / shape[1], h / shape[0]] * 2)
         res = []

@@ -33,10 +33,10 @@ import urllib.parse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from annotation.assist import Assistant, box_regions, drawn_boxes
+from annotation.assist import Assistant, box_regions, box_window, drawn_boxes
 from annotation.protocol import MASK
+from pipeline.data.images import ImageReadError, read_rgb
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,12 @@ class Backend:
 
     def predict_task(self, task: dict, context: dict | None, with_mask: bool = False) -> dict:
         m = self.model()
-        image = np.asarray(Image.open(image_path(task["data"]["image"],
-                                                 self.document_root)).convert("RGB"))
+        image = read_rgb(image_path(task["data"]["image"], self.document_root))
         regions, certainty = [], []
         boxes = drawn_boxes(context)
         if boxes:  # interactive: the box is the annotator's, already on the canvas
-            for rid, box, label in boxes:
-                prob = m.mask_for_box(image, box)
+            probs = m.masks_for_boxes(image, [box for _, box, _ in boxes])
+            for (rid, box, label), prob in zip(boxes, probs):
                 regions += box_regions(prob, box, self.points, rid, label, with_box=False,
                                        with_mask=with_mask)
                 certainty.append(box_certainty(prob, box))
@@ -135,8 +134,8 @@ class Backend:
 
 def box_certainty(prob: np.ndarray, box) -> float:
     """Mean |2p - 1| inside the box: 1 where the model is sure of every pixel, 0 where unsure."""
-    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
-    crop = prob[y0:max(int(np.ceil(box[3])), y0 + 1), x0:max(int(np.ceil(box[2])), x0 + 1)]
+    x0, y0, x1, y1 = box_window(box, *prob.shape)
+    crop = prob[y0:y1, x0:x1]
     return float(np.abs(2 * crop - 1).mean()) if crop.size else 0.0
 
 
@@ -165,7 +164,7 @@ def create_app(backend: Backend):
         try:
             results = [backend.predict_task(t, context, with_mask)
                        for t in body.get("tasks") or []]
-        except (UserError, OSError) as e:   # missing or unreadable image: say which
+        except (UserError, ImageReadError) as e:   # missing or unreadable image: say which
             return jsonify({"error": str(e)}), 400
         log.info("predicted %d task(s) in %.0f ms", len(results), 1000 * (time.perf_counter() - t0))
         return jsonify({"results": results, "model_version": backend.model().version})

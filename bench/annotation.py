@@ -26,6 +26,7 @@ def main():
     from annotation import protocol
     from annotation.ml_backend import Backend, serve
     from annotation.server import free_port
+    from annotation.tasks import local_url
     from pipeline.data.datasets import get_split
     from pipeline.models.students import MaskRCNNStudent
 
@@ -51,8 +52,8 @@ def main():
     images = [im for im in split.images if by_image.get(im["id"])][:args.iters]
 
     def task(im):
-        rel = (split.image_root / im["file_name"]).resolve().relative_to(root.resolve())
-        return {"id": im["id"], "data": {"image": f"/data/local-files/?d={rel.as_posix()}"}}
+        return {"id": im["id"], "data": {"image": local_url(split.image_root, root,
+                                                            im["file_name"])}}
 
     def request(im, interactive):
         body = {"tasks": [task(im)], "label_config": protocol.labeling_config()}
