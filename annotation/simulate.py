@@ -37,8 +37,10 @@ def answer(task: dict, gt: dict[int, list[dict]], info: dict, rng, noise_px: flo
 
 
 def annotate_all(client, project: int, coco_gt: dict, noise_px: float = 0.0,
-                 error_rate: float = 0.0, seed: int = 0, seconds: float = 20.0) -> int:
-    """Submit an annotation for every task without one; returns how many were made."""
+                 error_rate: float = 0.0, seed: int = 0, seconds: float = 20.0,
+                 limit: int | None = None) -> int:
+    """Submit an annotation for every task without one (at most `limit`); returns how many
+    were made."""
     gt = annotations_by_image(coco_gt)
     infos = {im["id"]: im for im in coco_gt["images"]}
     rng = np.random.default_rng(seed)
@@ -47,6 +49,8 @@ def annotate_all(client, project: int, coco_gt: dict, noise_px: float = 0.0,
         task = t.model_dump(mode="json")
         if task.get("annotations"):
             continue
+        if limit is not None and n >= limit:
+            break
         info = infos.get(int(task["data"]["weakseg_image_id"]))
         if info is None:
             continue

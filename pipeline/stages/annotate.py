@@ -18,7 +18,7 @@ from annotation.client import connect
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +99,47 @@ def ensure_assistant(a, client, pid: int) -> str | None:
     return url
 
 
+def best_source(sync_dir: Path) -> tuple[str, str]:
+    """(name, file) of the best-scored pseudo-label source of the last `make annotate-sync`."""
+    f = sync_dir / "source_scores.json"
+    if not f.is_file():
+        raise UserError(f"annotation.source=best needs {f}; sync some annotated tasks first "
+                        f"(`make annotate-sync`)")
+    rows = [r for r in read_json(f, "source scores") if r.get("accuracy") is not None]
+    if not rows:
+        raise UserError(f"{f} scores no source (no synced points, or no source file found); "
+                        f"set annotation.source to a file")
+    return rows[0]["source"], rows[0]["file"]
+
+
+def annotation_source(cfg, split) -> tuple[str, str, dict]:
+    """(model version, file, COCO) of the boxes to annotate: `annotation.source` is a file,
+    `gt` (the split's own boxes) or `best` (the source the annotators' points agreed with
+    most at the last sync)."""
+    version, source = "weakseg", cfg.annotation.source
+    if source == "best":
+        version, source = best_source(Path(cfg.paths.work_dir) / "annotate_sync")
+    coco = split.coco if source == "gt" else load_coco(source, "annotation.source")
+    return version, source, coco
+
+
 def run(cfg) -> dict:
     a = cfg.annotation
     url = ensure_server(a)
     client = connect(url, token(a))
     split = get_split(cfg.dataset, a.split)
-    coco = split.coco if a.source == "gt" else load_coco(a.source, "annotation.source")
+    version, source, coco = annotation_source(cfg, split)
     names = [c["name"] for c in coco["categories"]]
     pid = tasks.get_or_create_project(client, a.project, names, int(a.points_per_box),
                                       bool(a.assistant.mask_overlay))
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
-                            n_points=int(a.points_per_box), seed=int(a.seed))
+                            n_points=int(a.points_per_box), seed=int(a.seed),
+                            model_version=version)
+    if a.source == "best":
+        res["repredicted"] = tasks.repredict_unlabelled(
+            client, pid, coco, int(a.points_per_box), int(a.seed), version)
+        print(f"\n{res['repredicted']} unlabelled task(s) now pre-annotated from {version} "
+              f"({source})")
     assistant = ensure_assistant(a, client, pid)
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
           f"({res['imported']} new tasks, {res['existing']} already there)\n"

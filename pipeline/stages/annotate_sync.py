@@ -1,15 +1,18 @@
 """Stage `annotate_sync`: pull annotations (raw export kept first) and write `points.json`, COCO
-with point_coords/point_labels (+ lead_time) for `supervision=points supervision.annotations=`."""
+with point_coords/point_labels (+ lead_time) for `supervision=points supervision.annotations=`;
+then score each pseudo-label source by the synced points (`source_scores.json`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from annotation import sync as ls_sync
 from annotation.client import connect
+from annotation.source_scores import rank_sources
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
-from pipeline.stages.annotate import token
+from pipeline.io import write_json
+from pipeline.stages.annotate import annotation_source, token
 
 
 def run(cfg) -> dict:
@@ -19,7 +22,7 @@ def run(cfg) -> dict:
     pids = [p.id for p in client.projects.list() if p.title == a.project]
     if not pids:
         raise UserError(f"no Label Studio project named {a.project!r}; run `make annotate`")
-    coco = split.coco if a.source == "gt" else load_coco(a.source, "annotation.source")
+    coco = annotation_source(cfg, split)[2]
     images = {im["id"]: im for im in coco["images"]}
     out = Path(cfg.run_dir) / "points.json"
     res = ls_sync.sync(client, pids[0], Path(cfg.run_dir), images, coco["categories"],
@@ -29,4 +32,28 @@ def run(cfg) -> dict:
           f"box(es) with fewer than {a.points_per_box} points flagged (fewer_points)\n"
           f"train on them: python -m pipeline stage=maskrcnn supervision=points "
           f"supervision.annotations={out}\n")
+    res["sources"] = score_sources(a, load_coco(out), Path(cfg.run_dir))
     return res
+
+
+def score_sources(a, points: dict, run_dir: Path) -> list[dict]:
+    """Rank the configured pseudo-label sources by the synced points; print and keep the table."""
+    if not points["annotations"]:
+        return []
+    found = {name: Path(p) for name, p in a.get("sources", {}).items() if Path(p).is_file()}
+    missing = sorted(set(a.get("sources", {})) - set(found))
+    rows = rank_sources(points, {n: load_coco(p, f"source {n!r}") for n, p in found.items()})
+    for r in rows:
+        r["file"] = str(found[r["source"]])
+    write_json(run_dir / "source_scores.json", rows, indent=1)
+    print("| pseudo-label source | points its masks label as the annotators did | instances "
+          "with a mask |\n|---|---:|---:|")
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.1%} of {r['points']}"
+        print(f"| {r['source']} | {acc} | {r['matched']} of {r['instances']} |")
+    if missing:
+        print(f"(not found, not scored: {', '.join(missing)})")
+    if rows and rows[0]["accuracy"] is not None:
+        print(f"\nbest: {rows[0]['source']}; pre-annotate the unlabelled tasks from it with "
+              f"`make annotate ARGS=annotation.source=best`\n")
+    return rows

@@ -155,3 +155,51 @@ def test_annotate_stages_feed_point_supervised_training(label_studio, sample_cfg
                                "maskrcnn.train.max_iter=2", "maskrcnn.train.batch_size=2",
                                "overlays=0", run_name="maskrcnn_ls"))
     assert "metrics" in res["val"]
+
+
+def test_sources_scored_by_synced_points_and_the_best_preannotates_the_rest(
+        label_studio, sample_cfg, gt, tmp_path, monkeypatch):
+    """After 3 of 8 tasks are annotated, a sync ranks two sources by the annotators' points
+    (the ground-truth masks beat the same masks shifted 6 px), and `annotation.source=best`
+    pre-annotates the 5 unlabelled tasks from the winner without touching the 3 done."""
+    import numpy as np
+    from omegaconf import open_dict
+    from pipeline.__main__ import run_stage
+    from pipeline.data.coco import mask_to_annotation, save_coco
+    monkeypatch.setenv("LABEL_STUDIO_API_TOKEN", label_studio.token)
+    port = label_studio.url.rsplit(":", 1)[1]
+    common = [f"annotation.port={port}", "annotation.points_per_box=6",
+              "annotation.start_server=false", "annotation.assistant.enabled=false",
+              f"annotation.project=best-{secrets.token_hex(3)}"]
+    res = run_stage(sample_cfg("stage=annotate", *common, "annotation.source=gt",
+                               run_name="annotate"))
+    client = connect(label_studio.url, label_studio.token)
+    assert simulate.annotate_all(client, res["project"], gt, limit=3) == 3
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    shifted = [mask_to_annotation(np.roll(decode_segmentation(a["segmentation"],
+                                                              *sizes[a["image_id"]]), 6, 1),
+                                  a["image_id"], 1) for a in gt["annotations"]]
+    save_coco(tmp_path / "exact.json", agnostic(gt))
+    save_coco(tmp_path / "shifted.json", dict(agnostic(gt), annotations=shifted))
+    cfg = sample_cfg("stage=annotate_sync", *common, "annotation.source=gt",
+                     run_name="annotate_sync")
+    with open_dict(cfg):
+        cfg.annotation.sources = {"shifted": str(tmp_path / "shifted.json"),
+                                  "exact": str(tmp_path / "exact.json"),
+                                  "absent": str(tmp_path / "absent.json")}
+    rows = run_stage(cfg)["sources"]
+    assert [r["source"] for r in rows] == ["exact", "shifted"]          # absent: not scored
+    assert rows[0]["accuracy"] > rows[1]["accuracy"] and rows[0]["points"] > 0
+    res = run_stage(sample_cfg("stage=annotate", *common, "annotation.source=best",
+                               run_name="annotate"))
+    assert res["repredicted"] == 5
+    versions = {}
+    for t in client.tasks.list(project=res["project"], fields="all"):
+        t = t.model_dump(mode="json")
+        versions[bool(t["annotations"])] = versions.get(bool(t["annotations"]), []) + [
+            {p["model_version"] for p in t["predictions"]}]
+    assert all("exact" in v for v in versions[False]) and len(versions[False]) == 5
+    assert all(v == {"weakseg"} for v in versions[True]) and len(versions[True]) == 3
+    again = run_stage(sample_cfg("stage=annotate", *common, "annotation.source=best",
+                                 run_name="annotate"))
+    assert again["repredicted"] == 0                                     # a rerun adds nothing

@@ -1,0 +1,52 @@
+"""Which pseudo-label source do the annotators' own points agree with most?
+
+Every synced point is a pixel an annotator labelled object or background. A source (free
+masks, a SOLO round, the point model's predictions: any COCO file of masks on the same
+images) is scored by the share of those points its masks label the same way. Each annotated
+instance is compared with the source's mask whose box overlaps its box most (box IoU >=
+`min_iou`); an instance the source has no such mask for reads as all background, so a
+source that misses objects loses its object points.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from pipeline.data.coco import annotations_by_image, mask_values_at
+
+
+def point_agreement(points: dict, source: dict, min_iou: float = 0.5) -> dict:
+    """Agreement of `source`'s masks with the points of `points` (both COCO dicts)."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in points["images"]}
+    by_image = annotations_by_image({"images": points["images"],
+                                     "annotations": [a for a in source["annotations"]
+                                                     if a["image_id"] in sizes]})
+    n = correct = instances = matched = 0
+    for a in points["annotations"]:
+        labels = np.asarray(a.get("point_labels") or [], np.int64)
+        keep = labels >= 0                       # -1: ignored (PointSup)
+        if not keep.any():
+            continue
+        h, w = sizes[a["image_id"]]
+        xy = np.asarray(a["point_coords"], np.int64)[keep]
+        labels = labels[keep]
+        cands = by_image.get(a["image_id"], [])
+        values = np.zeros(len(labels), np.uint8)     # no matching mask: all background
+        if cands:
+            iou = mask_utils.iou([c["bbox"] for c in cands], [a["bbox"]], [0])[:, 0]
+            best = int(np.argmax(iou))
+            if iou[best] >= min_iou:
+                values = mask_values_at(cands[best]["segmentation"], h, w, xy[:, 0], xy[:, 1])
+                matched += 1
+        instances += 1
+        n += len(labels)
+        correct += int((values == labels).sum())
+    return {"points": n, "correct": correct, "accuracy": correct / n if n else None,
+            "instances": instances, "matched": matched}
+
+
+def rank_sources(points: dict, sources: dict[str, dict], min_iou: float = 0.5) -> list[dict]:
+    """One row per source, best agreement first (sources with no points to judge by last)."""
+    rows = [dict(point_agreement(points, coco, min_iou), source=name)
+            for name, coco in sources.items()]
+    return sorted(rows, key=lambda r: -1.0 if r["accuracy"] is None else -r["accuracy"])
