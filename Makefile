@@ -11,7 +11,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-seeds annotate annotate-sync label-studio \
-	label-studio-stop browser test test-fast bench bench-scale clean-outputs
+	label-studio-stop browser test test-fast bench bench-scale gpu-check clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
 export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
@@ -122,6 +122,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/freemask.py
+	$(PY) bench/pretrain.py
 	$(PY) bench/solo.py
 	$(PY) bench/train.py
 	$(PY) bench/sparseinst.py
@@ -130,6 +131,10 @@ bench: $(STAMP)
 	$(PY) bench/faults.py
 
 # COCO-size bookkeeping (no pixels): 10%, 50%, 100% of COCO train/val, ~15 min on 2 cores
+# On a machine with a GPU: every GPU benchmark in one call (< 8 min), one table
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
 

@@ -27,14 +27,33 @@ def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="loader worker processes")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     return ap.parse_known_args()
 
 
-def timed(fn, repeat: int, warmup: int = 2) -> float:
+def sync(device) -> None:
+    """Wait for the GPU's queued work, so a timer measures it."""
+    import torch
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeat: int, warmup: int = 2, device="cpu") -> float:
     """Seconds per call of fn(i), after `warmup` untimed calls."""
     for i in range(warmup):
         fn(i)
+    sync(device)
     t0 = time.perf_counter()
     for i in range(repeat):
         fn(warmup + i)
+    sync(device)
     return (time.perf_counter() - t0) / repeat
+
+
+def record(name: str, rows: list[tuple[str, str]]) -> None:
+    """Keep a benchmark's headline figures (setting, figure) for `bench/gpu_check.py`."""
+    import json
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))

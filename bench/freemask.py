@@ -5,6 +5,7 @@ after the backbone forward, and peak RSS for growing numbers of images (each mea
 a fresh process, so peaks do not mix).
 
     .venv/bin/python bench/freemask.py [--images 128] [--short-side 320] [--batch 16]
+    GPU, the issue's setting: ... --device cuda --arch resnet50 --level res5 --short-side 800
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, record, sync
 
 
 def load(n: int, data_dir: Path):
@@ -42,24 +42,28 @@ def worker(args) -> dict:
     import torch
     from omegaconf import OmegaConf
     from pipeline.models.backbone import ResNetFeatures, load_backbone_weights
-    from pipeline.stages.freemask import FreeMaskPredictor
+    from pipeline.models.free_mask_predictor import FreeMaskPredictor
     from pipeline.data.transforms import same_size_batches, to_tensor
     torch.set_num_threads(args.threads)
     cfg = OmegaConf.load(ROOT / "conf" / "freemask" / "default.yaml")
     cfg.short_side, cfg.max_size, cfg.batch_size = args.short_side, 2 * args.short_side, args.batch
     cfg.min_center_y_frac = 0.0
+    cfg.feature_level = args.level
     if args.mode == "per_image":
         cfg.batch_size = 1
-    bb = ResNetFeatures("resnet18")
+    bb = ResNetFeatures(args.arch)
     if args.weights and Path(args.weights).is_file():
         load_backbone_weights(bb, args.weights)
-    pred = FreeMaskPredictor(bb, cfg, torch.device("cpu"))
+    dev = torch.device(args.device)
+    pred = FreeMaskPredictor(bb, cfg, dev)
     items = load(args.images, ROOT / "data" / "sample")
     pred(items[:2])  # warm-up
+    sync(dev)
     t0 = time.perf_counter()
     anns = []
     for i in range(0, len(items), 32):  # a stream of shards, as the stage does it
         anns += pred(items[i:i + 32])
+    sync(dev)
     total = time.perf_counter() - t0
     # backbone-only time over the same batches
     t0 = time.perf_counter()
@@ -68,6 +72,7 @@ def worker(args) -> dict:
                                               cfg.max_size):
             with torch.no_grad():
                 pred.features(torch.stack([to_tensor(a, shape) for _, a in group]))
+    sync(dev)
     backbone = time.perf_counter() - t0
     out = {"mode": args.mode, "images": len(items), "seconds": total,
            "backbone_s": backbone, "post_s": max(total - backbone, 0.0),
@@ -97,6 +102,9 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weights", default=str(ROOT / "outputs/cpu_sample/pretrain/backbone.pt"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--level", default="res4", help="feature level (FreeSOLO: res5)")
     ap.add_argument("--mode", choices=["batched", "per_image"])
     ap.add_argument("--dump")
     args = ap.parse_args()
@@ -112,14 +120,15 @@ def main():
         dump = tmp / f"freemask_{mode}_{n}.json"
         cmd = [sys.executable, __file__, "--mode", mode, "--images", str(n), "--short-side",
                str(args.short_side), "--batch", str(args.batch), "--threads",
-               str(args.threads), "--weights", args.weights, "--dump", str(dump)]
+               str(args.threads), "--weights", args.weights, "--dump", str(dump),
+               "--device", args.device, "--arch", args.arch, "--level", args.level]
         subprocess.run(cmd, check=True, capture_output=True)
         runs[(mode, n)] = json.loads(dump.read_text())
     a = runs[("per_image", args.images)]
     b = runs[("batched", args.images)]
     same = compare(a["anns"], b["anns"])
-    print(f"free-mask benchmark: ResNet-18, {args.images} images, short side "
-          f"{args.short_side}, {args.threads} threads, batch {args.batch}")
+    print(f"free-mask benchmark: {args.arch} {args.level}, {args.device}, {args.images} images, "
+          f"short side {args.short_side}, {args.threads} threads, batch {args.batch}")
     print("| run | images | img/s | backbone s | post-backbone s | post/backbone | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for (mode, n), r in runs.items():
@@ -130,6 +139,10 @@ def main():
     sa, sb = a["stats"], b["stats"]
     print(f"\nspeed-up batched vs per-image: {sa['seconds'] / sb['seconds']:.2f}x; "
           f"outputs: mean mask IoU {same:.4f} between the two (1.0 = identical)")
+    record("freemask", [(f"free masks {args.arch} {args.level} {args.short_side} px, {mode}, "
+                         f"{n} images", f"{n / r['stats']['seconds']:.1f} img/s, post/backbone "
+                         f"{r['stats']['post_s'] / r['stats']['backbone_s']:.0%}")
+                        for (mode, n), r in runs.items()])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from common import config, parse_args, timed
+from common import config, parse_args, record, timed
 
 
 def main():
@@ -13,40 +13,47 @@ def main():
     from pipeline.data.datasets import get_split
     from pipeline.data.instances import InstanceBank, pad_batch
     from pipeline.models.backbone import normalize
-    from pipeline.models.solo import LossWeights
+    from pipeline.models.predictor import dataclass_from
+    from pipeline.models.solo import LossWeights, build_solo, solo_loss
+    from pipeline.models.solo_predictor import SoloPredictor
     from pipeline.sharded import load_images
-    from pipeline.stages.solo import SoloPredictor, build_model, _dataclass_from
 
     torch.set_num_threads(args.threads)
     cfg = config("backbone.weights=null", *overrides)
+    dev = torch.device(args.device)
     s = cfg.solo
     split = get_split(cfg.dataset, "train")
-    model = build_model(cfg, torch.device("cpu"))
+    model = build_solo(cfg, dev)
     bank = InstanceBank(split, split.coco, cache=True)   # GT masks stand in for free masks
-    w = _dataclass_from(LossWeights, s.loss)
+    w = dataclass_from(LossWeights, s.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(it):
         samples = bank.batch(it, s.train.batch_size, 0, s.train.sizes, s.train.max_size)
         images, valid = pad_batch(samples)
-        from pipeline.models.solo import solo_loss
+        images, valid = images.to(dev), valid.to(dev)
         losses = solo_loss(model, model(normalize(images)), samples, images, valid, w, it)
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
 
-    sec_it = timed(step, args.iters)
+    sec_it = timed(step, args.iters, device=dev)
     val = get_split(cfg.dataset, "val")
     items, _ = load_images(val, val.images)
-    pred = SoloPredictor(model, s, torch.device("cpu"))
-    sec_batch = timed(lambda i: pred(items), 2, warmup=1)
-    print(f"SOLO benchmark ({cfg.experiment_name}, {cfg.backbone.arch}, {args.threads} threads)")
+    pred = SoloPredictor(model, s, dev)
+    sec_batch = timed(lambda i: pred(items), 2, warmup=1, device=dev)
+    print(f"SOLO benchmark ({cfg.experiment_name}, {cfg.backbone.arch}, {dev}, "
+          f"{args.threads} threads)")
     print("| what | figure |\n|---|---:|")
     print(f"| train iterations/s (batch {s.train.batch_size}, {s.train.sizes[0]} px) | "
           f"{1 / sec_it:.2f} |")
     print(f"| train images/s | {s.train.batch_size / sec_it:.1f} |")
     print(f"| inference images/s ({len(items)} val images, batch {s.inference.batch_size}) | "
           f"{len(items) / sec_batch:.1f} |")
+
+    record("solo", [(f"SOLO {cfg.backbone.arch} training, batch {s.train.batch_size}",
+                     f"{sec_it:.3f} s/it"),
+                    (f"SOLO {cfg.backbone.arch} inference", f"{len(items) / sec_batch:.1f} img/s")])
 
 
 if __name__ == "__main__":

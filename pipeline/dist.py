@@ -37,3 +37,12 @@ def init(device: str) -> torch.device:
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()
+
+
+def broadcast_state(model: torch.nn.Module) -> None:
+    """Every rank takes rank 0's parameters and buffers. DDP keeps parameters in step, but
+    each rank's last forward updates its own BN running statistics: without this, ranks
+    would predict with weights other than the checkpoint rank 0 writes."""
+    if torch_dist.is_initialized():
+        for t in model.state_dict().values():
+            torch_dist.broadcast(t, src=0)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,12 +63,25 @@ def save_torch(path, obj: Any) -> Path:
     return _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
+@contextmanager
+def paused_gc():
+    """The cyclic GC off while millions of JSON objects are built: they hold no cycles, and
+    its passes over them cost more than the parse on COCO-size files."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def read_json(path, what: str = "JSON file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path} (check the path in the config)")
     try:
-        with open(path) as f:
+        with open(path) as f, paused_gc():
             return json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f"{what} {path} is not valid JSON (line {e.lineno}, column {e.colno}): "

@@ -145,6 +145,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         if done % ckpt_every == 0 or done == max_iter:
             checkpoint(done)
     bar.close()
+    dist.broadcast_state(model)  # all ranks go on with the weights rank 0 saved
     if start >= max_iter:
         log.info("%s already finished (%d iterations) in %s", desc, max_iter, out_dir)
     return model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,7 +37,7 @@ class ImageBank:
         if not self.infos:
             raise UserError(f"split {split.name!r} has no images to train on")
         self._store: dict[int, torch.Tensor | None] = {}
-        self.pool = ThreadPoolExecutor(max(1, workers))
+        self.workers, self._pool = max(1, workers), (None, 0)
 
     def __len__(self) -> int:
         return len(self.infos)
@@ -63,7 +64,11 @@ class ImageBank:
         return [epoch_index(seed, pos, len(self)) for pos in range(start, start + batch)]
 
     def get(self, indices) -> list[torch.Tensor]:
-        imgs = list(self.pool.map(self._read, indices))
+        pool, pid = self._pool
+        if pid != os.getpid():  # threads do not survive a fork into a loader worker
+            pool = ThreadPoolExecutor(self.workers)
+            self._pool = pool, os.getpid()
+        imgs = list(pool.map(self._read, indices))
         good = [t for t in imgs if t is not None]
         if not good:
             raise UserError(f"none of the images {indices} of split {self.split.name!r} could "

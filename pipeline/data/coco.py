@@ -12,7 +12,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from pipeline.data.coco_checks import rle_counts, validate
-from pipeline.io import read_json, write_json
+from pipeline.io import paused_gc, read_json, write_json
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -96,7 +96,9 @@ def make_coco(images: list[dict], annotations: list[dict],
 
 def load_coco(path, what: str = "COCO annotation file") -> dict:
     """Read and sanity-check a COCO file; errors name the file and the problem."""
-    return validate(read_json(path, what), path, what)
+    data = read_json(path, what)
+    with paused_gc():
+        return validate(data, path, what)
 
 
 def save_coco(path, data: dict) -> Path:

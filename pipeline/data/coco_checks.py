@@ -43,7 +43,46 @@ def rle_counts(counts: str) -> np.ndarray:
     return vals
 
 
-def _mask_problem(seg, h, w) -> str | None:
+def rle_sums(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`rle_counts` for many strings at once: (sum of runs, decodes to non-negative runs) per
+    string. One vectorised pass: per-string decoding costs ~60 us, minutes on COCO-size files."""
+    n = len(counts)
+    lens = np.fromiter(map(len, counts), np.int64, n)
+    c = np.frombuffer("".join(counts).encode("ascii"), np.uint8).astype(np.int64) - 48
+    ok = np.ones(n, bool)
+    if c.size == 0:
+        return np.zeros(n, np.int64), ok
+    owner = np.repeat(np.arange(n), lens)
+    ok[owner[(c < 0) | (c > 63)]] = False
+    c = c.clip(0, 63)
+    ends = np.cumsum(lens)[lens > 0] - 1
+    ok[owner[ends][(c[ends] & 0x20) != 0]] = False          # ends inside a number
+    last = (c & 0x20) == 0
+    last[ends] = True                                       # a value never spans two strings
+    group = np.concatenate([[0], np.cumsum(last)[:-1]])
+    start = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    pos = np.arange(c.size) - start[group]
+    ok[owner[pos > 11]] = False
+    pos = pos.clip(0, 11)
+    vals = np.bincount(group, (c & 0x1F) << (5 * pos)).astype(np.int64)
+    neg = (c[last] & 0x10) != 0
+    vals[neg] |= -1 << (5 * (pos[last][neg] + 1))
+    # from the third run on each value is a difference to the run two before: a cumulative
+    # sum per string and parity, without a sort (global sums minus the string's offset)
+    vowner = owner[last]
+    first = np.searchsorted(vowner, np.arange(n))
+    vi = np.arange(vals.size) - first[vowner]
+    for parity, lo in ((1, 1), (0, 2)):
+        sel = (vi % 2 == parity) & (vi >= lo)
+        cs = np.cumsum(np.where(sel, vals, 0))
+        before = np.concatenate([[0], cs])[first]           # the sum before each string
+        vals = np.where(sel, cs - before[vowner], vals)
+    sums = np.bincount(vowner, vals, minlength=n).astype(np.int64)
+    ok &= np.bincount(vowner, vals < 0, minlength=n) == 0
+    return sums, ok
+
+
+def _mask_problem(seg, h, w, runs_checked: bool = False) -> str | None:
     if isinstance(seg, list):
         if not seg:
             return "has an empty polygon list"
@@ -63,6 +102,8 @@ def _mask_problem(seg, h, w) -> str | None:
     if h is not None and list(size) != [h, w]:
         return f"has an RLE of size {size[0]}x{size[1]} on an image of {h}x{w}"
     counts = seg["counts"]
+    if runs_checked and isinstance(counts, str):
+        return None
     try:
         runs = rle_counts(counts) if isinstance(counts, str) else np.asarray(counts, np.int64)
     except (ValueError, TypeError, UnicodeEncodeError) as e:
@@ -101,10 +142,11 @@ def validate(data, path, what: str) -> dict:
         h, w = im.get("height"), im.get("width")
         sizes[im["id"]] = (h, w) if isinstance(h, int) and isinstance(w, int) else (None, None)
     cats = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    deferred = []
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             fail(f"annotation #{i} is {a!r}, not an object; remove it")
-        name = f"annotation {a.get('id', '#' + str(i))}"
+        name = _name(a, i)
         if a.get("image_id") not in sizes:
             fail(f"{name} refers to unknown image_id {a.get('image_id')}")
         if "category_id" in a and a["category_id"] not in cats:
@@ -115,7 +157,28 @@ def validate(data, path, what: str) -> dict:
                 fail(f"{name} has no segmentation (bbox only); give it a polygon or RLE mask, "
                      f"or point_coords/point_labels for point supervision")
             continue
-        problem = _mask_problem(seg, *sizes[a["image_id"]])
+        problem = _mask_problem(seg, *sizes[a["image_id"]], runs_checked=True)
         if problem:
             fail(f"{name} (image {a['image_id']}) {problem}; fix or remove that annotation")
+        if isinstance(seg, dict) and isinstance(seg["counts"], str):
+            deferred.append(i)
+    # compressed RLE strings: their runs checked together (the slow part on COCO-size files)
+    for lo in range(0, len(deferred), 100_000):
+        chunk = deferred[lo:lo + 100_000]
+        segs = [data["annotations"][i]["segmentation"] for i in chunk]
+        try:
+            sums, ok = rle_sums([sg["counts"] for sg in segs])
+        except UnicodeEncodeError:                          # non-ASCII: found one by one below
+            sums, ok = np.zeros(len(segs), np.int64), np.zeros(len(segs), bool)
+        area = np.array([sg["size"][0] * sg["size"][1] for sg in segs], np.int64)
+        for j in np.flatnonzero(~ok | (sums != area)):
+            a = data["annotations"][chunk[j]]
+            problem = _mask_problem(a["segmentation"], *sizes[a["image_id"]])
+            if problem:
+                fail(f"{_name(a, chunk[j])} (image {a['image_id']}) {problem}; fix or remove "
+                     f"that annotation")
     return data
+
+
+def _name(a: dict, i: int) -> str:
+    return f"annotation {a.get('id', '#' + str(i))}"

@@ -115,14 +115,6 @@ def embed(vectors: torch.Tensor, dim: int) -> torch.Tensor:
     return F.interpolate(flat, size=dim, mode="linear", align_corners=False).view(*lead, dim)
 
 
-def border_strip(mask, band: int, max_frac: float) -> bool:
-    """True when more than `max_frac` of the mask lies within `band` px of the image edge:
-    a strip hugging the border, not an object (objects cut by the edge reach inside)."""
-    inner = mask[band:-band, band:-band] if band > 0 else mask
-    area = mask.sum()
-    return area > 0 and (area - inner.sum()) > max_frac * area
-
-
 def upsample_masks(soft: torch.Tensor, stride: int, input_hw, image_hw,
                    threshold: float = 0.5, guide: torch.Tensor | None = None,
                    guided_radius: float = 0.0, guided_eps: float = 1e-2) -> torch.Tensor:

@@ -108,3 +108,10 @@ def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str 
     heads.box_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)
     heads.mask_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 14, 2)
     return model
+
+
+def anchors(sizes):
+    """One anchor size per FPN level, aspect ratios 1:2, 1:1, 2:1 (Mask R-CNN's)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    sizes = tuple((int(s),) for s in sizes)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pipeline.models.backbone import ResNetFeatures
+from pipeline.models.backbone import ResNetFeatures, build_backbone
 from pipeline.models.fpn import BackboneFPN
 from pipeline.models.losses import (colour_similarity, dice_loss, embedding_loss,
                                     pairwise_affinity_loss, projection_dice_loss, rgb_to_lab)
 from pipeline.ops.matrix_nms import matrix_nms
+
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
     """Two channels of normalised x, y coordinates in [-1, 1] (CoordConv, SOLO Sec. 3.2)."""
@@ -329,3 +330,15 @@ def solo_predict(model: SOLOv2, out: dict, i: int, p: InferenceParams):
     soft, score, label = soft[keep], score[keep], label[keep]
     order = score.argsort(descending=True)[:p.max_per_image]
     return soft[order], score[order], label[order]
+
+
+def build_solo(cfg, device) -> SOLOv2:
+    """SOLOv2 as the config describes it (`cfg.solo`, `cfg.backbone`), on `device`."""
+    s = cfg.solo
+    levels = [Level(lv.feature, int(lv.grid), int(lv.stride), tuple(lv.scale)) for lv in s.levels]
+    model = SOLOv2(build_backbone(cfg.backbone), levels, num_classes=s.num_classes,
+                   fpn_channels=s.fpn_channels, head_channels=s.head_channels,
+                   head_convs=s.head_convs, mask_channels=s.mask_channels,
+                   mask_branch_channels=s.get("mask_branch_channels") or s.mask_channels,
+                   embedding_dim=s.embedding.dim if s.embedding.enabled else 0)
+    return model.to(device)

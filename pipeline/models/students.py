@@ -14,18 +14,12 @@ import torch.nn.functional as F
 
 from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_batch
-from pipeline.data.transforms import same_size_batches, to_tensor
 from pipeline.models import sparseinst as si
 from pipeline.models.backbone import build_backbone, normalize
-from pipeline.models.maskrcnn import build_maskrcnn
+from pipeline.models.maskrcnn import anchors, build_maskrcnn
+from pipeline.models.predictor import BatchPredictor
 
 MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst"}
-
-
-def anchors(sizes):
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    sizes = tuple((int(s),) for s in sizes)
-    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
 class MaskRCNNStudent:
@@ -110,39 +104,36 @@ class SparseInstStudent:
 STUDENTS = {"maskrcnn": MaskRCNNStudent, "sparseinst": SparseInstStudent}
 
 
-class StudentPredictor:
+class StudentPredictor(BatchPredictor):
     def __init__(self, student, node, device, label_to_cat):
-        self.student, self.node, self.device = student, node, device
+        c = node.inference
+        super().__init__(device, c.batch_size, c.short_side, c.max_size)
+        self.student, self.node = student, node
         self.model = student.model.eval()
         self.label_to_cat = label_to_cat
 
-    @torch.no_grad()
-    def __call__(self, items):
+    def forward(self, batch, shape):
+        return self.student.predict(list(batch.to(self.device)), shape, self.node.inference)
+
+    def annotations(self, info, image, shape, out):
+        masks, scores, labels, boxes = out
         c = self.node.inference
-        results = {}
-        for shape, group in same_size_batches(items, c.batch_size, c.short_side, c.max_size):
-            batch = [to_tensor(a, shape).to(self.device) for _, a in group]
-            for (info, arr), (masks, scores, labels, boxes) in zip(
-                    group, self.student.predict(batch, shape, c)):
-                h, w = arr.shape[:2]
-                if len(masks) and tuple(shape) != (h, w):
-                    masks = F.interpolate(masks, size=(h, w), mode="bilinear",
-                                          align_corners=False)
-                masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
-                anns = []
-                for k, (m, s, lab) in enumerate(zip(masks, scores.tolist(), labels.tolist())):
-                    if not m.any():
-                        continue
-                    a = mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
-                                           score=round(float(s), 5))
-                    if boxes is not None:  # box AP scores the detector's boxes, not the mask's
-                        sx, sy = w / shape[1], h / shape[0]
-                        x0, y0, x1, y1 = (boxes[k].cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
-                        a["bbox"] = [round(x0, 2), round(y0, 2), round(x1 - x0, 2),
-                                     round(y1 - y0, 2)]
-                    anns.append(a)
-                results[info["id"]] = anns
-        return [results[info["id"]] for info, _ in items]
+        h, w = image.shape[:2]
+        if len(masks) and tuple(shape) != (h, w):
+            masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+        masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
+        anns = []
+        for k, (m, s, lab) in enumerate(zip(masks, scores.tolist(), labels.tolist())):
+            if not m.any():
+                continue
+            a = mask_to_annotation(m, info["id"], self.label_to_cat[int(lab)],
+                                   score=round(float(s), 5))
+            if boxes is not None:  # box AP scores the detector's boxes, not the mask's
+                sx, sy = w / shape[1], h / shape[0]
+                x0, y0, x1, y1 = (boxes[k].cpu() * torch.tensor([sx, sy, sx, sy])).tolist()
+                a["bbox"] = [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+            anns.append(a)
+        return anns
 
 
 def inference_speed(predictor, split, n: int, device) -> dict:

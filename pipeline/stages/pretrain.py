@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline import dist
 from pipeline.data.augment import ImageBank, moco_v2_augment
+from pipeline.data.batch_augment import crop_views, photometric, photometric_params
 from pipeline.data.datasets import get_split
+from pipeline.data.loader import BatchLoader
+from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
 from pipeline.models.densecl import DenseCL
@@ -27,6 +31,9 @@ def run(cfg) -> dict:
     out_dir = Path(cfg.run_dir)
     final = out_dir / "backbone.pt"
     split = get_split(cfg.dataset, p.split)
+    if p.get("augment", "batch") not in ("batch", "per_image"):
+        raise UserError(f"pretrain.augment={p.augment!r}: use batch or per_image")
+    on_batch = p.get("augment", "batch") == "batch"
     if p.get("overwrite", False):
         for f in (final, out_dir / "last.pt"):
             f.unlink(missing_ok=True)
@@ -58,18 +65,33 @@ def run(cfg) -> dict:
                           momentum=0.9, weight_decay=p.weight_decay)
     sched = lr_schedule(opt, "cosine", p.max_iter, p.warmup_iter)
 
-    def step(m, it):
-        # augmentation randomness comes from (seed, iteration): a resumed run is identical
-        torch.manual_seed(cfg.seed * 1_000_003 + it)
+    def make(it):
+        # augmentation randomness comes from (seed, iteration, rank): a resumed run is identical
+        seed = int(np.random.SeedSequence([cfg.seed, it, dist.rank(), 1]).generate_state(1)[0])
         imgs = bank.get(bank.batch_indices(it, p.batch_size, cfg.seed, dist.rank(),
                                            dist.world_size()))
-        v1 = torch.stack([augment(t) for t in imgs]).to(device)
-        v2 = torch.stack([augment(t) for t in imgs]).to(device)
-        return m(normalize(v1), normalize(v2))
+        if on_batch:  # crops here (a loader worker), colours on the device in step()
+            g = torch.Generator().manual_seed(seed)
+            return [(crop_views(imgs, p.crop_size, p.crop_scale, g),
+                     photometric_params(len(imgs), g)) for _ in range(2)]
+        torch.manual_seed(seed)
+        return [torch.stack([augment(t) for t in imgs]) for _ in range(2)]
+    batches = BatchLoader(make, p.max_iter, cfg.hardware.get("loader_workers", 0))
+
+    def view(v):
+        if not on_batch:
+            return normalize(v.to(device))
+        crops, params = v
+        return normalize(photometric(crops.to(device, non_blocking=True).float() / 255, params)
+                         * 255)
+
+    def step(m, it):
+        v1, v2 = batches(it)
+        return m(view(v1), view(v2))
 
     train(model, opt, step, out_dir, p.max_iter, ckpt_every=p.ckpt_every,
           log_every=p.log_every, scheduler=sched, amp=cfg.hardware.amp,
-          progress=cfg.progress, desc="pretrain")
+          progress=cfg.progress, desc="pretrain", seed=int(cfg.seed))
     if dist.is_main():
         save_torch(final, {"state_dict": model.backbone_q.state_dict(),
                            "arch": cfg.backbone.arch, "method": "densecl",

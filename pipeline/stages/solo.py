@@ -12,22 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from pipeline import dist
-from pipeline.data.coco import (load_coco, make_coco, mask_to_annotation, pycocotools_rle,
-                                save_coco)
+from pipeline.data.coco import load_coco, make_coco, pycocotools_rle, save_coco
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank, pad_batch
+from pipeline.data.loader import BatchLoader
 from pipeline.data.strong_views import training_views
-from pipeline.data.transforms import same_size_batches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import save_torch
-from pipeline.models.backbone import build_backbone, normalize
-from pipeline.models.free_mask import upsample_masks
-from pipeline.models.solo import InferenceParams, Level, LossWeights, SOLOv2, solo_loss, \
-    solo_predict
+from pipeline.models.backbone import normalize
+from pipeline.models.predictor import dataclass_from
+from pipeline.models.solo import LossWeights, build_solo, solo_loss
+from pipeline.models.solo_predictor import SoloPredictor
 from pipeline.reporting import finish_split, update_json
 from pipeline.provenance import (BATCHING, file_identity, fingerprint, guard,
                                  image_identities, settings, stamp_of)
@@ -35,60 +33,6 @@ from pipeline.sharded import run_sharded
 from pipeline.train import lr_schedule, train
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg, device) -> SOLOv2:
-    s = cfg.solo
-    levels = [Level(lv.feature, int(lv.grid), int(lv.stride), tuple(lv.scale)) for lv in s.levels]
-    model = SOLOv2(build_backbone(cfg.backbone), levels, num_classes=s.num_classes,
-                   fpn_channels=s.fpn_channels, head_channels=s.head_channels,
-                   head_convs=s.head_convs, mask_channels=s.mask_channels,
-                   mask_branch_channels=s.get("mask_branch_channels") or s.mask_channels,
-                   embedding_dim=s.embedding.dim if s.embedding.enabled else 0)
-    return model.to(device)
-
-
-def _dataclass_from(cls, node):
-    return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
-
-
-class SoloPredictor:
-    """SOLO inference over (info, image) lists, as COCO annotations at the original size."""
-
-    def __init__(self, model: SOLOv2, cfg, device):
-        self.model, self.cfg, self.device = model.eval(), cfg, device
-        self.params = _dataclass_from(InferenceParams, cfg.inference)
-
-    @torch.no_grad()
-    def __call__(self, items):
-        c = self.cfg.inference
-        results = {}
-        for shape, group in same_size_batches(items, c.batch_size, c.short_side, c.max_size):
-            batch = torch.stack([to_tensor(a, shape) for _, a in group])
-            hp, wp = [-(-d // 32) * 32 for d in shape]
-            batch = F.pad(batch, (0, wp - shape[1], 0, hp - shape[0]))
-            out = self.model(normalize(batch.to(self.device)))
-            for i, (info, arr) in enumerate(group):
-                soft, score, label = solo_predict(self.model, out, i, self.params)
-                results[info["id"]] = self._annotations(info, arr, shape, soft, score, label)
-        return [results[info["id"]] for info, _ in items]
-
-    def _annotations(self, info, image, input_hw, soft, score, label):
-        if len(soft) == 0:
-            return []
-        c = self.cfg.inference
-        radius = float(c.get("guided_radius", 0.0))
-        guide = (torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
-                 if radius > 0 else None)
-        # mask features are at stride 4 of the padded input (SOLOv2's unified mask branch)
-        masks = upsample_masks(soft[None], 4, input_hw, image.shape[:2],
-                               self.params.mask_threshold, guide, radius,
-                               float(c.get("guided_eps", 1e-2)))[0].cpu().numpy()
-        anns = []
-        for m, s, lab in zip(masks, score.tolist(), label.tolist()):
-            if m.any():
-                anns.append(mask_to_annotation(m, info["id"], int(lab) + 1, score=round(s, 5)))
-        return anns
 
 
 def self_training_filter(coco: dict, st, width_of, previous: dict | None = None) -> dict:
@@ -143,7 +87,7 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
 def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
     s = cfg.solo
     final = round_dir / "model.pt"
-    model = build_model(cfg, device)
+    model = build_solo(cfg, device)
     split = get_split(cfg.dataset, s.train_split)
     if dist.is_main():
         guard(round_dir, round_fingerprint(cfg, r, targets, init_from, split))
@@ -163,17 +107,22 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
     else:
         raise UserError(f"solo.train.optimizer must be sgd or adamw, got {t.optimizer!r}")
     sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
-    weights = _dataclass_from(LossWeights, s.loss)
+    weights = dataclass_from(LossWeights, s.loss)
     if s.embedding.enabled:
         weights.embedding = s.embedding.weight
 
     paste, strong = float(t.get("copy_paste", 0.0)), bool(t.get("strong_view", False))
 
-    def step(m, it):
+    def make(it):
         samples = bank.batch(it, t.batch_size, cfg.seed + 1000 * r, t.sizes, t.max_size,
                              flip=True, rank=dist.rank(), world=dist.world_size())
         if paste or strong:  # FreeSOLO's views: pasted instances, strong view for the net
             samples = training_views(samples, [cfg.seed, r, it, dist.rank()], paste, strong)
+        return samples
+    batches = BatchLoader(make, t.max_iter, cfg.hardware.get("loader_workers", 0))
+
+    def step(m, it):
+        samples = batches(it)
         images, valid = pad_batch(samples)
         net_in = pad_batch([dict(x, image=x["strong"]) for x in samples])[0] if strong \
             else images

@@ -19,6 +19,7 @@ from pipeline import dist
 from pipeline.data.coco import load_coco, save_coco
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank
+from pipeline.data.loader import BatchLoader
 from pipeline.data.points import points_from_masks
 from pipeline.errors import UserError
 from pipeline.eval.coco_eval import evaluate, format_table
@@ -104,11 +105,14 @@ def run(cfg) -> dict:
         opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])
         sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
 
+        batches = BatchLoader(
+            lambda it: bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
+                                  rank=dist.rank(), world=dist.world_size(),
+                                  sample_points=int(sv.get("sample_points", 0))),
+            t.max_iter, cfg.hardware.get("loader_workers", 0))
+
         def step(m, it):
-            samples = bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
-                                 rank=dist.rank(), world=dist.world_size(),
-                                 sample_points=int(sv.get("sample_points", 0)))
-            return student.losses(m, samples, device)
+            return student.losses(m, batches(it), device)
 
         train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
               log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,

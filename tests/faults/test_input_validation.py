@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipeline.__main__ import run_stage
 from pipeline.data.coco import encode_mask, load_coco
-from pipeline.data.coco_checks import rle_counts
+from pipeline.data.coco_checks import rle_counts, rle_sums
 from pipeline.data.images import ImageReadError, read_rgb, scan_images
 from pipeline.errors import UserError
 
@@ -115,6 +115,26 @@ def test_a_good_file_loads_and_rle_runs_match_pycocotools(tmp_path):
         edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
         runs = ([0] if flat[0] else []) + np.diff(edges).tolist()
         assert rle_counts(encode_mask(m)["counts"]).tolist() == runs
+
+
+def test_many_rles_checked_at_once_agree_with_one_by_one():
+    """The vectorised check (COCO-size files) finds what the per-string decoder finds."""
+    rng = np.random.default_rng(1)
+    good = [encode_mask(rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < p)
+            ["counts"] for p in rng.random(200)]
+    bad = ["0", "0" + chr(47), "a" + "P", "0" + "P" * 13 + "1", "1O"]  # stray char, open end,
+    counts = good[:100] + bad + [""] + good[100:]      # too long, negative run; "" is empty
+    sums, ok = rle_sums(counts)
+    for s, o, c in zip(sums, ok, counts):
+        try:
+            runs = rle_counts(c)
+        except ValueError:
+            assert not o, c
+            continue
+        assert o == bool((runs >= 0).all()), c
+        if o:
+            assert s == runs.sum(), c
+    assert ok[:100].all() and ok[106:].all() and not ok[101:105].any()
 
 
 @pytest.mark.parametrize("override, message", [

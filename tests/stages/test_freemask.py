@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from pipeline.__main__ import run_stage
 from pipeline.errors import UserError
-from pipeline.stages.freemask import FreeMaskPredictor
+from pipeline.models.free_mask_predictor import FreeMaskPredictor
 from tests.conftest import ROOT, cli_env, kill_9_when, make_cfg, pipeline_cmd
 
 FAST = ["backbone.weights=null", "freemask.short_side=128", "freemask.max_size=256",
@@ -211,9 +211,12 @@ def test_nms_decayed_filter_removes_planted_duplicates(tmp_path):
 
 
 def test_centre_filter_uses_the_row_projection():
-    from pipeline.stages.freemask import row_projection_centre
+    from pipeline.models.free_mask_predictor import row_projection_centres
     m = np.zeros((10, 10), bool)
     m[0:2, :] = True          # a heavy band on top (20 pixels in 2 rows)
     m[2:10, 4] = True         # a thin stem down to the bottom (8 pixels in 8 rows)
-    assert row_projection_centre(m) == 4.5                   # rows 0..9, each once
+    low = np.zeros((10, 10), bool)
+    low[7:9, 2:5] = True      # a second mask of the batch: rows 7 and 8
+    centres = row_projection_centres(torch.from_numpy(np.stack([m, low])))
+    assert centres.tolist() == [4.5, 7.5]                    # rows 0..9, each once
     assert np.nonzero(m)[0].mean() < 3                        # the centre of mass sits high

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from pycocotools import mask as mask_utils
 
 from pipeline.data.coco import pycocotools_rle
-from pipeline.stages.solo import SoloPredictor
+from pipeline.models.solo_predictor import SoloPredictor
 
 
 def _disc_case():
@@ -35,7 +35,7 @@ def test_guided_refinement_moves_solo_masks_onto_the_object_edges():
         pred = SoloPredictor.__new__(SoloPredictor)  # only the post-processing is exercised
         pred.cfg = cfg
         pred.params = type("P", (), {"mask_threshold": 0.5})()
-        return pred._annotations(info, image, (96, 96), coarse, score, label)[0]
+        return pred.annotations(info, image, (96, 96), (coarse, score, label))[0]
 
     plain, refined = _iou(predict(0.0), disc), _iou(predict(1.0), disc)
     assert plain < 0.97 and refined > plain + 0.01, (plain, refined)

@@ -97,6 +97,8 @@ def test_stage_maskrcnn_refuses_another_model(sample_cfg):
 
 @pytest.mark.e2e
 def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_sample, sample_cfg):
+    """kill -9 mid-round, resume with loader workers: the weights and pseudo-labels of an
+    uninterrupted run without workers."""
     fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
                     run_name="freemask")
     run_stage(fm)
@@ -116,12 +118,16 @@ def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_samp
             return torch.load(last, weights_only=False)["iteration"] if last.is_file() else 0
         except Exception:   # caught mid-replace: try again
             return 0
-    kill_9_when(cmd + [f"paths.output_dir={out}"], lambda: checkpoint_iteration() >= 6)
+    # the killed and resumed run makes its batches in 2 loader worker processes, the reference
+    # in the training thread: the same batches either way, and after the resume
+    workers = ["hardware.loader_workers=2"]
+    kill_9_when(cmd + workers + [f"paths.output_dir={out}"],
+                lambda: checkpoint_iteration() >= 6)
     reached = checkpoint_iteration()
     assert 6 <= reached < 12, f"kill came at iteration {reached}"
     assert not (out / "cpu_sample" / "solo" / "round1" / "model.pt").exists()
-    rerun = subprocess.run(cmd + [f"paths.output_dir={out}"], check=True, env=cli_env(),
-                           cwd=ROOT, capture_output=True, text=True)
+    rerun = subprocess.run(cmd + workers + [f"paths.output_dir={out}"], check=True,
+                           env=cli_env(), cwd=ROOT, capture_output=True, text=True)
     # it continued from the checkpoint instead of starting over
     assert re.search(r"resumed from .*last\.pt at iteration (6|9)", rerun.stdout + rerun.stderr)
     a = torch.load(ref / "cpu_sample" / "solo" / "round1" / "model.pt", weights_only=True)

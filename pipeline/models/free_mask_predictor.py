@@ -1,0 +1,140 @@
+"""Free masks for lists of (info, image): FreeSOLO (CVPR 2022, Sec. 3.1) or MaskCut (CutLER,
+CVPR 2023, Sec. 3.1) on the backbone's features, then the released filters at image size."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.color import rgb2lab
+
+from pipeline.data.coco import mask_to_annotation
+from pipeline.errors import UserError
+from pipeline.models.backbone import normalize
+from pipeline.models.free_mask import FreeMaskParams, embed, free_masks, upsample_masks
+from pipeline.models.maskcut import MaskCutParams, maskcut
+from pipeline.models.predictor import BatchPredictor
+
+STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+METHODS = ("freesolo", "maskcut")
+
+
+def row_projection_centres(masks: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) bool -> (K,) centre of each mask's row projection: the mean index of the rows
+    it occupies, each row once (FreeSOLO's released filter), so a wide band low in the image
+    is not pulled up by its pixel count the way a centre of mass is."""
+    rows = masks.any(2).float()
+    idx = torch.arange(masks.shape[1], device=masks.device, dtype=torch.float32)
+    return (rows * idx).sum(1) / rows.sum(1).clamp_min(1)
+
+
+def border_strips(masks: torch.Tensor, band: int, max_frac: float) -> torch.Tensor:
+    """(K, H, W) bool -> (K,) True where more than `max_frac` of the mask lies within `band` px
+    of the image edge: a strip hugging the border, not an object (objects cut by the edge
+    reach inside)."""
+    area = masks.sum((1, 2))
+    inner = masks[:, band:-band, band:-band].sum((1, 2)) if band > 0 else area
+    return (area > 0) & ((area - inner) > max_frac * area)
+
+
+def mask_filters(masks: torch.Tensor, c) -> torch.Tensor:
+    """(K, H, W) bool masks at image size -> (K,) keep: FreeSOLO's filters, batched on the
+    masks' device (one pass over all masks instead of numpy per mask)."""
+    _, h, w = masks.shape
+    band = max(1, round(c.border_band_frac * min(h, w)))
+    keep = masks.flatten(1).any(1)
+    keep &= masks.any(1).sum(1) < c.max_box_width_frac * w  # (almost) every column: background
+    keep &= row_projection_centres(masks) >= c.min_center_y_frac * h  # sky, ceiling
+    if c.max_border_frac < 1:
+        keep &= ~border_strips(masks, band, c.max_border_frac)  # hugs an image edge
+    return keep
+
+
+class FreeMaskPredictor(BatchPredictor):
+    """Batched free masks for lists of (info, image) of any sizes."""
+
+    def __init__(self, backbone, cfg, device):
+        if cfg.method not in METHODS:
+            raise UserError(f"freemask.method={cfg.method!r} unknown; use one of {METHODS}")
+        super().__init__(device, cfg.batch_size, cfg.short_side, cfg.max_size)
+        self.backbone = backbone.to(device).eval()
+        self.cfg = cfg
+        self.params = FreeMaskParams.from_cfg(cfg)
+        self.maskcut = MaskCutParams.from_cfg(cfg.maskcut)
+        self.stride = STRIDES[cfg.feature_level]
+
+    @torch.no_grad()
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features of (B, 3, H, W) images. Zero padding inside the convolutions makes the
+        border cells unlike any content cell, so they group into strips along the edges: the
+        image is reflect-padded by `border_pad` cells and those cells cropped off again."""
+        k = int(self.cfg.border_pad)
+        pad = min(k * self.stride, batch.shape[-2] - 1, batch.shape[-1] - 1) // self.stride
+        x = normalize(batch.to(self.device))
+        if pad:
+            px = pad * self.stride
+            x = F.pad(x, (px, px, px, px), mode="reflect")
+        feat = self.backbone(x)[self.cfg.feature_level]
+        if pad:
+            h, w = (-(-d // self.stride) for d in batch.shape[-2:])
+            feat = feat[:, :, pad:pad + h, pad:pad + w]
+        return feat
+
+    def forward(self, batch, shape):
+        feat = self.features(batch)
+        return (self._freesolo(feat) if self.cfg.method == "freesolo"
+                else self._maskcut(feat, batch))
+
+    def _freesolo(self, feat):
+        """(soft masks (K, h, w), [per-mask extra fields]) per image, FreeSOLO Sec. 3.1."""
+        out = free_masks(feat, self.params)
+        # Matrix NMS decays duplicates; filtering on the decayed score removes them, as the
+        # released code does (filter_score=raw: filter on maskness, NMS only re-ranks).
+        ranked = out["score"] if self.cfg.filter_score == "decayed" else out["maskness"]
+        keep = out["valid"] & (ranked >= self.cfg.min_maskness)
+        for b in range(feat.shape[0]):
+            k = keep[b]
+            extras = [{"score": round(s, 5), "maskness": round(m, 5), "embedding": e}
+                      for s, m, e in zip(out["score"][b][k].tolist(),
+                                         out["maskness"][b][k].tolist(), out["embedding"][b][k])]
+            yield out["soft"][b][k], extras
+
+    def _maskcut(self, feat, batch):
+        """Per image, repeated normalized cuts on the feature cells (CutLER Sec. 3.1)."""
+        h, w = feat.shape[-2:]
+        cells = F.adaptive_avg_pool2d(batch, (h, w))   # mean colour of each feature cell
+        fnorm = F.normalize(feat.float(), dim=1)
+        for b in range(feat.shape[0]):
+            lab = torch.from_numpy(rgb2lab(cells[b].permute(1, 2, 0).numpy() / 255.0)
+                                   ).permute(2, 0, 1)
+            objs = maskcut(feat[b].cpu(), lab, self.maskcut)
+            if not objs:
+                yield torch.zeros(0, h, w), []
+                continue
+            masks = torch.from_numpy(np.stack([m for m, _ in objs])).float()
+            # embedding: the mask's mean feature, like FreeSOLO's query vector
+            means = torch.einsum("khw,chw->kc", masks, fnorm[b].cpu()) / masks.sum((1, 2))[:, None]
+            emb = embed(means, self.params.embedding_dim)
+            yield masks, [{"score": round(s, 5), "embedding": e}
+                          for (_, s), e in zip(objs, emb)]
+
+    def annotations(self, info, image, input_hw, out) -> list[dict]:
+        soft, extras = out
+        c = self.cfg
+        if len(extras) == 0:
+            return []
+        image_hw = image.shape[:2]
+        guide = None
+        if c.guided_radius > 0:
+            guide = torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
+        masks = upsample_masks(soft[None].float(), self.stride, input_hw, image_hw,
+                               c.mask_threshold, guide, c.guided_radius, c.guided_eps)[0]
+        keep = mask_filters(masks, c)
+        masks = masks[keep].cpu().numpy()
+        anns = []
+        for m, extra in zip(masks, [e for e, k in zip(extras, keep.tolist()) if k]):
+            extra = dict(extra)
+            emb = extra.pop("embedding")
+            if c.save_embedding:
+                extra["embedding"] = [round(v, 4) for v in emb.tolist()]
+            anns.append(mask_to_annotation(m, info["id"], 1, **extra))
+        return anns
