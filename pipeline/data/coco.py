@@ -5,6 +5,7 @@ Everything written here is readable by pycocotools and by detectron2's `load_coc
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,7 +13,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from pipeline.data.coco_checks import rle_counts, validate
-from pipeline.io import paused_gc, read_json, write_json
+from pipeline.errors import UserError
+from pipeline.io import paused_gc, read_json, write_json, write_with
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -95,14 +97,57 @@ def make_coco(images: list[dict], annotations: list[dict],
 
 
 def load_coco(path, what: str = "COCO annotation file") -> dict:
-    """Read and sanity-check a COCO file; errors name the file and the problem."""
+    """Read and sanity-check a COCO file; errors name the file and the problem. Embeddings kept
+    beside it (see `save_coco`) are put back on their annotations."""
     data = read_json(path, what)
     with paused_gc():
-        return validate(data, path, what)
+        data = validate(data, path, what)
+    if isinstance(data.get("info"), dict) and data["info"].get("embeddings"):
+        _attach_embeddings(data, Path(path), what)
+    return data
 
 
 def save_coco(path, data: dict) -> Path:
+    """Write a COCO file. Per-annotation `embedding` vectors (free masks: 128 numbers each)
+    go to `<name>.embeddings.npz` beside it (list positions + a float32 matrix), which the
+    JSON's info names with a checksum: the JSON stays small for pycocotools and detectron2,
+    and a reader never pairs it with another run's vectors."""
+    path = Path(path)
+    carried = [i for i, a in enumerate(data["annotations"]) if "embedding" in a]
+    if carried:
+        ids = np.array(carried, np.int64)           # positions in the annotation list
+        vecs = np.array([data["annotations"][i]["embedding"] for i in carried], np.float32)
+        side = path.with_name(f"{path.stem}.embeddings.npz")
+        write_with(side, lambda f: np.savez(f, ids=ids, embeddings=vecs))
+        info = dict(data.get("info") or {}, embeddings={
+            "file": side.name, "count": len(ids), "sha1": _checksum(ids, vecs)})
+        data = dict(data, info=info, annotations=[
+            {k: v for k, v in a.items() if k != "embedding"} for a in data["annotations"]])
     return write_json(path, data)
+
+
+def _checksum(ids: np.ndarray, vecs: np.ndarray) -> str:
+    return hashlib.sha1(ids.tobytes() + vecs.tobytes()).hexdigest()
+
+
+def _attach_embeddings(data: dict, path: Path, what: str) -> None:
+    meta = data["info"]["embeddings"]
+    side = path.with_name(str(meta.get("file")))
+    try:
+        with np.load(side) as z:
+            ids, vecs = z["ids"], z["embeddings"]
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{what} {path} keeps its embeddings in {side}, which cannot be read "
+                        f"({e}); rerun the stage that wrote them") from None
+    if len(ids) != meta.get("count") or _checksum(ids, vecs) != meta.get("sha1"):
+        raise UserError(f"{side} does not hold the embeddings {path} was written with (another "
+                        f"run's file?); rerun the stage that wrote them")
+    anns = data["annotations"]
+    if len(ids) and int(ids.max()) >= len(anns):
+        raise UserError(f"{side} holds embeddings for more annotations than {path} has; rerun "
+                        f"the stage that wrote them")
+    for i, v in zip(ids.tolist(), vecs.tolist()):
+        anns[i]["embedding"] = v
 
 
 def class_agnostic(data: dict) -> dict:

@@ -93,3 +93,26 @@ def test_mask_values_at_equal_the_full_decode_for_polygons_anywhere():
         assert (mask_values_at(rle, h, w, xs, ys) == full[ys, xs]).all()
         runs = {"size": [h, w], "counts": [int(v) for v in rle_counts(rle["counts"])]}
         assert (mask_values_at(runs, h, w, xs, ys) == full[ys, xs]).all()   # uncompressed
+
+
+def test_embeddings_live_beside_the_json_and_never_pair_with_another_runs(tmp_path):
+    m = np.zeros((8, 8), bool)
+    m[2:5, 2:6] = True
+    anns = [mask_to_annotation(m, 1, 1, score=0.9, embedding=[0.5, -0.25]),
+            mask_to_annotation(m, 1, 1, score=0.8, embedding=[1.0, 2.0])]
+    coco = make_coco([{"id": 1, "file_name": "a.png", "height": 8, "width": 8}], anns)
+    save_coco(tmp_path / "f.json", coco)
+    raw = json.loads((tmp_path / "f.json").read_text())
+    assert all("embedding" not in a for a in raw["annotations"])          # small JSON
+    assert raw["info"]["embeddings"]["file"] == "f.embeddings.npz"
+    assert [a["embedding"] for a in load_coco(tmp_path / "f.json")["annotations"]] == \
+        [[0.5, -0.25], [1.0, 2.0]]
+    assert COCO(str(tmp_path / "f.json")).getAnnIds() == [1, 2]           # pycocotools reads it
+    other = dict(coco, annotations=[dict(a, embedding=[9.0, 9.0]) for a in anns])
+    save_coco(tmp_path / "g.json", other)
+    (tmp_path / "g.embeddings.npz").replace(tmp_path / "f.embeddings.npz")  # a stale sidecar
+    with pytest.raises(UserError, match="does not hold the embeddings"):
+        load_coco(tmp_path / "f.json")
+    (tmp_path / "f.embeddings.npz").unlink()
+    with pytest.raises(UserError, match="cannot be read"):
+        load_coco(tmp_path / "f.json")
