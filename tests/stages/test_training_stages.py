@@ -1,4 +1,5 @@
 """SOLO and Mask R-CNN stages end to end on the tiny sample with tiny schedules."""
+import csv
 import json
 import re
 import subprocess
@@ -148,3 +149,18 @@ def test_solo_trains_on_freesolo_views(sample_cfg):
     assert "round1/val" in res
     rows = (Path(cfg.run_dir) / "round1" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and all("nan" not in r for r in rows)
+
+
+@pytest.mark.e2e
+def test_solo_embedding_loss_reads_the_free_masks_embeddings_from_beside_the_json(sample_cfg):
+    """The free masks keep their embeddings in a .npz beside the JSON; SOLO's embedding loss
+    gets them back (a loss_embed column with values, not a silently missing term)."""
+    fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+                    run_name="freemask")
+    run_stage(fm)
+    assert (Path(fm.run_dir) / "free_masks_train.embeddings.npz").is_file()
+    cfg = sample_cfg("stage=solo", *SOLO, "solo.rounds=1", "solo.embedding.enabled=true",
+                     "solo.train.max_iter=2", run_name="solo_embed")
+    run_stage(cfg)
+    rows = list(csv.DictReader(open(Path(cfg.run_dir) / "round1" / "metrics.csv")))
+    assert rows and all(float(r["loss_embed"]) > 0 for r in rows)
