@@ -91,10 +91,12 @@ def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_pat
     assert abs(x + 0.5 - px) <= 1 and abs(y + 0.5 - py) <= 1 and lab == 1
 
 
-def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_sample,
-                                                             tmp_path):
-    """Points are listed above boxes: a click on a pre-placed point selects the point (not
-    its box) and `x` / `o` relabels it; every box stays as it was, nothing new is drawn."""
+def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_boxes(
+        label_studio, tiny_sample, tmp_path):
+    """Points are listed above boxes, so an annotator works on a pre-placed point directly:
+    a click selects it (not its box) and `x` / `o` relabels it; a drag moves it; Backspace
+    deletes it; with a point label active, Ctrl+click inside a box adds a point. Every box
+    stays exactly where it was, and sync gives each edited point to its own box."""
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian chromium is required (`make test` installs it)")
     from playwright.sync_api import sync_playwright
@@ -109,11 +111,33 @@ def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_
     pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
     pts = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
                      r["value"]["keypointlabels"][0]) for r in pred if r["type"] == "keypointlabels"}
+    boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                       (r["value"]["x"] + r["value"]["width"]) * w / 100,
+                       (r["value"]["y"] + r["value"]["height"]) * h / 100)
+             for r in pred if r["type"] == "rectanglelabels"}
 
-    def isolated(rid):  # no other point within 8 px: the click can only hit this one
-        x, y, _ = pts[rid]
-        return all((x - a) ** 2 + (y - b) ** 2 > 64 for k, (a, b, _) in pts.items() if k != rid)
-    first = next(k for k in pts if isolated(k))
+    def clear(x, y, r=10.0, skip=()):  # no point within r px: a click there hits nothing else
+        return all((x - a) ** 2 + (y - b) ** 2 > r * r for k, (a, b, _) in pts.items()
+                   if k not in skip)
+
+    def box_of(rid):
+        return next(k for k in boxes if rid.startswith(k + "p"))
+
+    def inside(b, x, y, m=0.0):
+        return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
+    free = [k for k in pts if clear(*pts[k][:2], skip=(k,))]
+    assert len(free) >= 3, "the tiny sample's first image has too few isolated points"
+    relabel, drag, delete = free[:3]
+    # the drag target: 6 px right, still inside the point's own box, clear of other points
+    dx, dy = pts[drag][0] + 6, pts[drag][1]
+    assert inside(boxes[box_of(drag)], dx, dy) and clear(dx, dy, 8, skip=(drag,))
+    owner = box_of(relabel)   # the new point goes into the relabelled point's box
+    add = next(((x, y) for y in np.arange(boxes[owner][1], boxes[owner][3], 2.0)
+                for x in np.arange(boxes[owner][0], boxes[owner][2], 2.0)
+                if inside(boxes[owner], x, y, 3) and clear(x, y, 10)
+                and not any(inside(b, x, y, -3) for k, b in boxes.items() if k != owner)
+                and (x - dx) ** 2 + (y - dy) ** 2 > 100), None)
+    assert add, "no free spot in the box"
     client = connect(label_studio.url, label_studio.token)
     pid = tasks.get_or_create_project(client, f"layout-{secrets.token_hex(3)}",
                                       sorted(names.values()), n)
@@ -126,23 +150,48 @@ def test_preplaced_point_relabelled_without_touching_its_box(label_studio, tiny_
 
         def screen(x, y):
             return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
-        page.mouse.click(*screen(*pts[first][:2]))                 # select the point
-        page.keyboard.press("x" if pts[first][2] == "object" else "o")  # relabel it
+        page.mouse.click(*screen(*pts[relabel][:2]))                 # select the point
+        page.keyboard.press("x" if pts[relabel][2] == "object" else "o")  # relabel it
+        page.keyboard.press("Escape")
+        page.mouse.move(*screen(*pts[drag][:2]))                     # drag a point
+        page.mouse.down()
+        for k in range(1, 7):
+            page.mouse.move(*screen(pts[drag][0] + k, pts[drag][1]))
+        page.mouse.up()
+        page.keyboard.press("Escape")
+        page.mouse.click(*screen(*pts[delete][:2]))                  # delete a point
+        page.keyboard.press("Backspace")
+        page.keyboard.press("Escape")
+        page.keyboard.press("o")                                     # add an object point
+        page.keyboard.down("Control")
+        page.mouse.click(*screen(*add))
+        page.keyboard.up("Control")
         page.keyboard.press("Escape")
 
     raw = ls_sync.pull(client, pid, tmp_path / "raw")
     assert raw["tasks"] == 1
     export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())
     result = {r["id"]: r for r in export["annotations"][0]["result"]}
-    boxes_before = {r["id"]: r["value"] for r in pred if r["type"] == "rectanglelabels"}
-    for rid, v in boxes_before.items():   # no box was moved, resized or deleted
-        got = result[rid]["value"]
+    for rid, v in {r["id"]: r["value"] for r in pred if r["type"] == "rectanglelabels"}.items():
+        got = result[rid]["value"]    # no box was moved, resized or deleted
         assert all(abs(got[k] - v[k]) < 1e-6 for k in ("x", "y", "width", "height")), rid
-    flipped = "background" if pts[first][2] == "object" else "object"
-    assert result[first]["value"]["keypointlabels"] == [flipped]
-    assert set(result) == {r["id"] for r in pred}               # no region added or lost
+    flipped = "background" if pts[relabel][2] == "object" else "object"
+    assert result[relabel]["value"]["keypointlabels"] == [flipped]
+    moved = result[drag]["value"]
+    assert abs(moved["x"] * w / 100 - dx) < 1.5 and abs(moved["y"] * h / 100 - dy) < 1.5
+    assert delete not in result
+    new = [r for k, r in result.items() if k not in pts and r["type"] == "keypointlabels"]
+    assert len(new) == 1 and new[0]["value"]["keypointlabels"] == ["object"]
+    assert abs(new[0]["value"]["x"] * w / 100 - add[0]) < 1.5
     assert all(result[k]["value"]["keypointlabels"] == [lab] for k, (_, _, lab) in pts.items()
-               if k != first)                                    # the other points untouched
+               if k not in (relabel, delete))                    # the other labels untouched
+    # sync: the edited points stay with their boxes, the new one joins the box it lies in
+    out = tmp_path / "points.json"
+    ls_sync.sync(client, pid, tmp_path, {info["id"]: info}, gt["categories"], root, out, n)
+    synced = load_coco(out)["annotations"]
+    counts = sorted(len(a["point_labels"]) for a in synced)
+    expect = sorted(n - (k == box_of(delete)) + (k == owner) for k in boxes)
+    assert counts == expect
 
 
 def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_path):
