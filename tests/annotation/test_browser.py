@@ -28,10 +28,10 @@ def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
 
 
 @contextmanager
-def labeling_page(p, label_studio, pid, tid, tmp_path):
+def labeling_page(p, label_studio, pid, tid, tmp_path, height: int = 900):
     """Log in, open a task's labeling page and yield it; on failure save a screenshot."""
     browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = browser.new_page(viewport={"width": 1400, "height": height})
     try:
         page.goto(f"{label_studio.url}/user/login")
         page.fill("input[name=email]", label_studio.username)
@@ -127,10 +127,14 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
         return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
     free = [k for k in pts if clear(*pts[k][:2], skip=(k,))]
     assert len(free) >= 3, "the tiny sample's first image has too few isolated points"
-    relabel, drag, delete = free[:3]
-    # the drag target: 6 px right, still inside the point's own box, clear of other points
-    dx, dy = pts[drag][0] + 6, pts[drag][1]
-    assert inside(boxes[box_of(drag)], dx, dy) and clear(dx, dy, 8, skip=(drag,))
+    # the drag: a point and a 6 px step that stays inside its own box, clear of other points
+    drag, step = next(((k, (sx, sy)) for k in free for sx, sy in
+                       ((6, 0), (-6, 0), (0, 6), (0, -6))
+                       if inside(boxes[box_of(k)], pts[k][0] + sx, pts[k][1] + sy, 1)
+                       and clear(pts[k][0] + sx, pts[k][1] + sy, 8, skip=(k,))), (None, None))
+    assert drag, "no point can be dragged 6 px inside its box"
+    relabel, delete = [k for k in free if k != drag][:2]
+    dx, dy = pts[drag][0] + step[0], pts[drag][1] + step[1]
     owner = box_of(relabel)   # the new point goes into the relabelled point's box
     add = next(((x, y) for y in np.arange(boxes[owner][1], boxes[owner][3], 2.0)
                 for x in np.arange(boxes[owner][0], boxes[owner][2], 2.0)
@@ -145,8 +149,11 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
     tasks.import_coco(client, pid, one, root, tiny_sample, n_points=n)
     tid = next(iter(client.tasks.list(project=pid))).id
 
-    with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
+    # a tall window: the whole image in view, so every point can be clicked without scrolling
+    with sync_playwright() as p, \
+            labeling_page(p, label_studio, pid, tid, tmp_path, height=1200) as page:
         bb = page.locator("img[alt='image']").first.bounding_box()
+        assert bb["y"] + bb["height"] <= 1200, "the image does not fit in the window"
 
         def screen(x, y):
             return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
@@ -156,7 +163,7 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
         page.mouse.move(*screen(*pts[drag][:2]))                     # drag a point
         page.mouse.down()
         for k in range(1, 7):
-            page.mouse.move(*screen(pts[drag][0] + k, pts[drag][1]))
+            page.mouse.move(*screen(pts[drag][0] + step[0] * k / 6, pts[drag][1] + step[1] * k / 6))
         page.mouse.up()
         page.keyboard.press("Escape")
         page.mouse.click(*screen(*pts[delete][:2]))                  # delete a point
