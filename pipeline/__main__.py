@@ -28,6 +28,13 @@ def run_stage(cfg: DictConfig):
             cfg.progress = False
     import torch
     torch.set_num_threads(int(cfg.hardware.threads) or torch.get_num_threads())
+    if cfg.hardware.get("deterministic", False):
+        # GPU results that do not depend on the batch: no TF32, no autotuned cuDNN algorithm
+        # (picked per input shape, so per batch size), deterministic kernels where they exist
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     check_settings(cfg)
     module = importlib.import_module(f"pipeline.stages.{MODULES.get(cfg.stage, cfg.stage)}")
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all ranks

@@ -38,7 +38,7 @@ RULES = {
                           "sparseinst.train.batch_size", "sparseinst.inference.batch_size",
                           "sparseinst.inference.shard_size", "sparseinst.num_queries",
                           "sparseinst.groups", "pretrain.batch_size")},
-    **{k: SIZE for k in ("hardware.workers", "solo.train.max_iter", "maskrcnn.train.max_iter",
+    **{k: SIZE for k in ("hardware.workers", "hardware.loader_workers", "solo.train.max_iter", "maskrcnn.train.max_iter",
                          "pretrain.max_iter", "overlays", "freemask.border_pad",
                          "freemask.top_k", "solo.inference.max_per_image",
                          "maskrcnn.inference.max_per_image", "solo.self_training.max_per_image")},
@@ -52,6 +52,7 @@ RULES = {
     "freemask.filter_score": _one_of("decayed", "raw"),
     "solo.self_training.init": _one_of("previous", "backbone"),
     "solo.train.optimizer": _one_of("sgd", "adamw"),
+    "pretrain.augment": _one_of("batch", "per_image"),
     "model": _one_of("maskrcnn", "sparseinst"),
     # thresholds and fractions
     **{k: FRACTION for k in ("freemask.mask_threshold", "freemask.min_maskness",

@@ -16,7 +16,6 @@ from pipeline.data.augment import ImageBank, moco_v2_augment
 from pipeline.data.batch_augment import crop_views, photometric, photometric_params
 from pipeline.data.datasets import get_split
 from pipeline.data.loader import BatchLoader
-from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
 from pipeline.models.densecl import DenseCL
@@ -31,8 +30,6 @@ def run(cfg) -> dict:
     out_dir = Path(cfg.run_dir)
     final = out_dir / "backbone.pt"
     split = get_split(cfg.dataset, p.split)
-    if p.get("augment", "batch") not in ("batch", "per_image"):
-        raise UserError(f"pretrain.augment={p.augment!r}: use batch or per_image")
     on_batch = p.get("augment", "batch") == "batch"
     if p.get("overwrite", False):
         for f in (final, out_dir / "last.pt"):
