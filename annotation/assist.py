@@ -63,9 +63,9 @@ def brush_result(mask: np.ndarray, rid: str) -> dict:
 
 def box_regions(prob: np.ndarray, box, n_points: int, box_id: str, label: str,
                 with_box: bool, with_mask: bool = True) -> list[dict]:
-    """Points (listed first: Label Studio stacks regions in list order), the box when it is
-    the model's own, and the mask overlay last (when the project has a brush control). Point
-    ids `<box id>_p<j>` tie each point to its box in sync."""
+    """Points (listed first: Label Studio stacks regions in list order), the box, and the mask
+    overlay last (when the project has a brush control). Point ids `<box id>_p<j>` tie each
+    point to its box in sync."""
     h, w = prob.shape
     out = [point_result(x, y, w, h, obj, f"{box_id}_p{j}")
            for j, (x, y, obj) in enumerate(uncertain_points(prob, box, n_points))]

@@ -87,10 +87,12 @@ class Backend:
         image = read_rgb(image_path(task["data"]["image"], self.document_root))
         regions, certainty = [], []
         boxes = drawn_boxes(context)
-        if boxes:  # interactive: the box is the annotator's, already on the canvas
+        if boxes:  # interactive: a box the annotator drew with the Auto-Detect tool
             probs = m.masks_for_boxes(image, [box for _, box, _ in boxes])
             for (rid, box, label), prob in zip(boxes, probs):
-                regions += box_regions(prob, box, self.points, rid, label, with_box=False,
+                # the box is sent back under its own id: Label Studio replaces the drawn
+                # region by what the backend returns (found in the browser test)
+                regions += box_regions(prob, box, self.points, rid, label, with_box=True,
                                        with_mask=with_mask)
                 certainty.append(box_certainty(prob, box))
         else:

@@ -44,7 +44,7 @@ def labeling_config(category_names: list[str] = ("object",),
     <Label value="{OBJECT}" hotkey="{HOTKEYS[OBJECT]}" background="{OBJECT_COLOUR}"/>
     <Label value="{BACKGROUND}" hotkey="{HOTKEYS[BACKGROUND]}" background="{BACKGROUND_COLOUR}"/>
   </KeyPointLabels>
-  <RectangleLabels name="{BOX}" toName="{IMAGE}">
+  <RectangleLabels name="{BOX}" toName="{IMAGE}" smart="true">
 {labels}
   </RectangleLabels>
 {brush}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>

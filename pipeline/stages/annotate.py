@@ -143,8 +143,9 @@ def run(cfg) -> dict:
     assistant = ensure_assistant(a, client, pid)
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
           f"({res['imported']} new tasks, {res['existing']} already there)\n"
-          + (f"labelling assistant at {assistant}: turn on Auto-Annotation, draw a box, "
-             f"get its mask and points\n" if assistant else "")
+          + (f"labelling assistant at {assistant}: turn on Auto-Annotation, pick the box "
+             f"label and the Auto-Detect tool (M), draw a box: its points come back\n"
+             if assistant else "")
           + f"log in as {a.username}; password: ${a.password_env} if set, else the file "
           f"{ls_server.password_file(a.data_dir)}\n")
     return dict(res, project=pid, url=url, assistant=assistant)

@@ -1,6 +1,7 @@
 """The labelling assistant: uncertain points, the ML backend protocol against a real Label
 Studio server (it calls /health, /setup, /predict and the webhook itself)."""
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -165,3 +166,81 @@ def test_backend_errors_name_the_missing_file(tmp_path):
     assert c.get("/health").get_json()["status"] == "UP"
     r = c.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=x"}}]})
     assert r.status_code == 400 and "no_run/config.yaml not found" in r.get_json()["error"]
+
+
+@pytest.mark.e2e
+def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
+        label_studio, tiny_sample, point_model, sample_cfg, monkeypatch, tmp_path):
+    """The real UI: Auto-Annotation on, the box label and Label Studio's Auto-Detect tool, a box
+    drawn; Label Studio sends it to the assistant, whose points appear tied to the box, and
+    sync gives the box those points. Found on the way: without smart="true" on the box
+    control a drawn box never reached the backend, and Label Studio replaces the drawn region
+    by the backend's answer, so the answer must hold the box too (else the box vanished and
+    sync dropped its points)."""
+    from playwright.sync_api import sync_playwright
+
+    from annotation import ml_backend
+    from annotation import sync as ls_sync
+    from pipeline.data.coco import load_coco
+    from tests.annotation.test_browser import CHROMIUM, labeling_page
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    monkeypatch.setenv("LABEL_STUDIO_API_TOKEN", label_studio.token)
+    port = label_studio.url.rsplit(":", 1)[1]
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    info = gt["images"][0]
+    empty = tmp_path / "no_boxes.json"   # a task with no pre-annotation: the drawn box is alone
+    from pipeline.data.coco import make_coco, save_coco
+    save_coco(empty, make_coco([info], [], [{"id": 1, "name": "object"}]))
+    res = run_stage(sample_cfg(
+        "stage=annotate", f"annotation.port={port}", f"annotation.source={empty}",
+        "annotation.points_per_box=5", "annotation.start_server=false",
+        f"annotation.project=draw-{secrets.token_hex(3)}",
+        f"annotation.assistant.run_dir={point_model}", f"annotation.assistant.port={free_port()}",
+        run_name="annotate_draw"))
+    try:
+        client = connect(label_studio.url, label_studio.token)
+        tid = next(iter(client.tasks.list(project=res["project"]))).id
+        w, h = info["width"], info["height"]
+        box = (40, 40, 100, 90)                                    # x0, y0, x1, y1 in pixels
+        with sync_playwright() as p, labeling_page(p, label_studio, res["project"], tid,
+                                                   tmp_path, height=1200) as page:
+            page.get_by_test_id("bottombar-auto-annotation-toggle").check()
+            page.get_by_test_id("bottombar-auto-accept-toggle").check()
+            bb = page.locator("img[alt='image']").first.bounding_box()
+
+            def screen(x, y):
+                return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
+            page.locator(".lsf-label", has_text=re.compile(r"object\s*b$")).click()  # box label
+            page.keyboard.press("m")        # Label Studio's Auto-Detect (smart) tool: its boxes
+            # are the ones sent to the backend; the plain box tool's are not
+            page.mouse.move(*screen(box[0], box[1]))
+            page.mouse.down()
+            for k in range(1, 11):
+                page.mouse.move(*screen(box[0] + (box[2] - box[0]) * k / 10,
+                                        box[1] + (box[3] - box[1]) * k / 10))
+            page.mouse.up()
+            page.wait_for_timeout(3000)                            # the backend answers
+            page.screenshot(path=str(tmp_path / "drawn.png"))
+        raw = ls_sync.pull(client, res["project"], tmp_path / "raw")
+        assert raw["tasks"] == 1
+        export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())
+        result = export["annotations"][0]["result"]
+        boxes = [r for r in result if r["type"] == "rectanglelabels"]
+        points = [r for r in result if r["type"] == "keypointlabels"]
+        assert len(boxes) == 1, f"see {tmp_path / 'drawn.png'}"
+        assert len(points) == 5 and all(protocol.point_owner(r["id"]) == boxes[0]["id"]
+                                        for r in points), f"see {tmp_path / 'drawn.png'}"
+        v = boxes[0]["value"]                                      # where it was drawn
+        assert abs(v["x"] * w / 100 - box[0]) < 1.5 and abs(v["width"] * w / 100 - 60) < 1.5
+        for r in points:                                           # inside the drawn box
+            x, y = r["value"]["x"] * w / 100, r["value"]["y"] * h / 100
+            assert box[0] - 1 <= x <= box[2] + 1 and box[1] - 1 <= y <= box[3] + 1
+        out = tmp_path / "points.json"                             # sync keeps them together
+        got = ls_sync.sync(client, res["project"], tmp_path, {info["id"]: info},
+                           [{"id": 1, "name": "object"}], tiny_sample / "sample" / "train", out, 5)
+        assert got["dropped_points"] == 0
+        [inst] = load_coco(out)["annotations"]
+        assert len(inst["point_labels"]) == 5
+    finally:
+        assert ml_backend.stop(point_model)
