@@ -62,11 +62,12 @@ def run(cfg) -> dict:
                           momentum=0.9, weight_decay=p.weight_decay)
     sched = lr_schedule(opt, "cosine", p.max_iter, p.warmup_iter)
 
+    rank, world = dist.rank(), dist.world_size()  # read here, not in a loader worker
+
     def make(it):
         # augmentation randomness comes from (seed, iteration, rank): a resumed run is identical
-        seed = int(np.random.SeedSequence([cfg.seed, it, dist.rank(), 1]).generate_state(1)[0])
-        imgs = bank.get(bank.batch_indices(it, p.batch_size, cfg.seed, dist.rank(),
-                                           dist.world_size()))
+        seed = int(np.random.SeedSequence([cfg.seed, it, rank, 1]).generate_state(1)[0])
+        imgs = bank.get(bank.batch_indices(it, p.batch_size, cfg.seed, rank, world))
         if on_batch:  # crops here (a loader worker), colours on the device in step()
             g = torch.Generator().manual_seed(seed)
             return [(crop_views(imgs, p.crop_size, p.crop_scale, g),

@@ -113,11 +113,13 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
 
     paste, strong = float(t.get("copy_paste", 0.0)), bool(t.get("strong_view", False))
 
+    rank, world = dist.rank(), dist.world_size()  # read here, not in a loader worker
+
     def make(it):
         samples = bank.batch(it, t.batch_size, cfg.seed + 1000 * r, t.sizes, t.max_size,
-                             flip=True, rank=dist.rank(), world=dist.world_size())
+                             flip=True, rank=rank, world=world)
         if paste or strong:  # FreeSOLO's views: pasted instances, strong view for the net
-            samples = training_views(samples, [cfg.seed, r, it, dist.rank()], paste, strong)
+            samples = training_views(samples, [cfg.seed, r, it, rank], paste, strong)
         return samples
     batches = BatchLoader(make, t.max_iter, cfg.hardware.get("loader_workers", 0))
 

@@ -105,9 +105,10 @@ def run(cfg) -> dict:
         opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])
         sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
 
+        rank, world = dist.rank(), dist.world_size()  # read here, not in a loader worker
         batches = BatchLoader(
             lambda it: bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
-                                  rank=dist.rank(), world=dist.world_size(),
+                                  rank=rank, world=world,
                                   sample_points=int(sv.get("sample_points", 0))),
             t.max_iter, cfg.hardware.get("loader_workers", 0))
 
