@@ -123,6 +123,9 @@ def save_coco(path, data: dict) -> Path:
             "file": side.name, "count": len(ids), "sha1": _checksum(ids, vecs)})
         data = dict(data, info=info, annotations=[
             {k: v for k, v in a.items() if k != "embedding"} for a in data["annotations"]])
+    elif isinstance(data.get("info"), dict) and "embeddings" in data["info"]:
+        # loaded with embeddings, written without: the old sidecar must not pair with it
+        data = dict(data, info={k: v for k, v in data["info"].items() if k != "embeddings"})
     return write_json(path, data)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,6 +114,11 @@ def embed(vectors: torch.Tensor, dim: int) -> torch.Tensor:
     lead = vectors.shape[:-1]
     flat = vectors.reshape(-1, 1, vectors.shape[-1]).float()
     return F.interpolate(flat, size=dim, mode="linear", align_corners=False).view(*lead, dim)
+
+
+def grey_guide(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 image -> (1, 1, H, W) grey in [0, 1]: the guided filter's guide."""
+    return torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
 
 
 def upsample_masks(soft: torch.Tensor, stride: int, input_hw, image_hw,

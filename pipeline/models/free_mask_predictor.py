@@ -10,7 +10,8 @@ from skimage.color import rgb2lab
 from pipeline.data.coco import mask_to_annotation
 from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
-from pipeline.models.free_mask import FreeMaskParams, embed, free_masks, upsample_masks
+from pipeline.models.free_mask import (FreeMaskParams, embed, free_masks, grey_guide,
+                                       upsample_masks)
 from pipeline.models.maskcut import MaskCutParams, maskcut
 from pipeline.models.predictor import BatchPredictor
 
@@ -123,9 +124,7 @@ class FreeMaskPredictor(BatchPredictor):
         if len(extras) == 0:
             return []
         image_hw = image.shape[:2]
-        guide = None
-        if c.guided_radius > 0:
-            guide = torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
+        guide = grey_guide(image) if c.guided_radius > 0 else None
         masks = upsample_masks(soft[None].float(), self.stride, input_hw, image_hw,
                                c.mask_threshold, guide, c.guided_radius, c.guided_eps)[0]
         keep = mask_filters(masks, c)

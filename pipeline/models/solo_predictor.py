@@ -1,13 +1,11 @@
 """SOLOv2 inference over (info, image) lists, as COCO annotations at each image's own size."""
 from __future__ import annotations
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 
 from pipeline.data.coco import mask_to_annotation
 from pipeline.models.backbone import normalize
-from pipeline.models.free_mask import upsample_masks
+from pipeline.models.free_mask import grey_guide, upsample_masks
 from pipeline.models.predictor import BatchPredictor, dataclass_from
 from pipeline.models.solo import InferenceParams, SOLOv2, solo_predict
 
@@ -33,8 +31,7 @@ class SoloPredictor(BatchPredictor):
             return []
         c = self.cfg.inference
         radius = float(c.get("guided_radius", 0.0))
-        guide = (torch.from_numpy(image.mean(2, dtype=np.float32) / 255.0)[None, None]
-                 if radius > 0 else None)
+        guide = grey_guide(image) if radius > 0 else None
         # mask features are at stride 4 of the padded input (SOLOv2's unified mask branch)
         masks = upsample_masks(soft[None], 4, input_hw, image.shape[:2],
                                self.params.mask_threshold, guide, radius,

@@ -116,3 +116,11 @@ def test_embeddings_live_beside_the_json_and_never_pair_with_another_runs(tmp_pa
     (tmp_path / "f.embeddings.npz").unlink()
     with pytest.raises(UserError, match="cannot be read"):
         load_coco(tmp_path / "f.json")
+    # loaded with embeddings, saved without over the same file: its old sidecar (still there,
+    # checksum intact) must not pair with it again
+    save_coco(tmp_path / "h.json", other)
+    loaded = load_coco(tmp_path / "h.json")
+    save_coco(tmp_path / "h.json", dict(loaded, annotations=[
+        {k: v for k, v in a.items() if k != "embedding"} for a in loaded["annotations"]]))
+    assert (tmp_path / "h.embeddings.npz").is_file()
+    assert all("embedding" not in a for a in load_coco(tmp_path / "h.json")["annotations"])
