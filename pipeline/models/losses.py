@@ -60,6 +60,22 @@ def colour_similarity(lab: torch.Tensor, kernel: int = 3, dilation: int = 2,
     return torch.exp(-diff.norm(dim=1) / theta)
 
 
+def neighbour_offsets(kernel: int = 3, dilation: int = 2) -> list[tuple[int, int]]:
+    """(dy, dx) of each dilated neighbour, in `neighbours`' order (row-major, centre out)."""
+    r = kernel // 2
+    return [((i - r) * dilation, (j - r) * dilation) for i in range(kernel)
+            for j in range(kernel) if (i, j) != (r, r)]
+
+
+def overlap(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of x (..., H, W) at the pixels whose (dy, dx) neighbour lies in the image:
+    (those pixels, their neighbours), same shape; no copy."""
+    h, w = x.shape[-2:]
+    centre = x[..., max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    other = x[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+    return centre, other
+
+
 def pairwise_affinity_loss(logits: torch.Tensor, similarity: torch.Tensor,
                            region: torch.Tensor, threshold: float = 0.3,
                            kernel: int = 3, dilation: int = 2,
@@ -72,16 +88,26 @@ def pairwise_affinity_loss(logits: torch.Tensor, similarity: torch.Tensor,
     image, so edges crossing the box border count; None: inside `region` too).
     Neighbours with similar colour (>= threshold) are pushed to the same label:
     -log(p_i p_j + (1 - p_i)(1 - p_j)), averaged over those edges.
+
+    One neighbour offset at a time on overlapping views (no unfold copies), and
+    log(p_i p_j + (1 - p_i)(1 - p_j)) = softplus(a_i + a_j) - softplus(a_i) - softplus(a_j)
+    for logits a: exact, stable, one softplus per edge instead of a logaddexp of two sums.
     """
-    lf, lb = F.logsigmoid(logits), F.logsigmoid(-logits)
-    nf = neighbours(lf[:, None], kernel, dilation)[:, 0]
-    nb = neighbours(lb[:, None], kernel, dilation)[:, 0]
-    log_same = torch.logaddexp(lf[:, None] + nf, lb[:, None] + nb)
-    edges = (similarity >= threshold) & region[:, None]
     other = region if neighbour_ok is None else neighbour_ok
-    edges = edges & neighbours(other[:, None].float(), kernel, dilation)[:, 0].bool()
-    w = edges.float()
-    return -(log_same * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1.0)
+    sp = F.softplus(logits)
+    total = logits.new_zeros(len(logits))
+    count = logits.new_zeros(len(logits))
+    for k, (dy, dx) in enumerate(neighbour_offsets(kernel, dilation)):
+        a_i, a_j = overlap(logits, dy, dx)
+        sp_i, sp_j = overlap(sp, dy, dx)
+        in_region, _ = overlap(region, dy, dx)
+        _, ok_j = overlap(other, dy, dx)
+        sim, _ = overlap(similarity[:, k], dy, dx)
+        edge = ((sim >= threshold) & in_region & ok_j).float()
+        log_same = F.softplus(a_i + a_j) - sp_i - sp_j
+        total = total + (log_same * edge).flatten(1).sum(1)
+        count = count + edge.flatten(1).sum(1)
+    return -total / count.clamp(min=1.0)
 
 
 def embedding_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.models.losses import (colour_similarity, dice_loss, embedding_loss, neighbours,
                                     pairwise_affinity_loss, projection_dice_loss, rgb_to_lab)
@@ -100,3 +101,27 @@ def test_pairwise_edges_crossing_the_box_border_count_with_centre_in_box():
     crossing = pairwise_affinity_loss(logits, sim, region,
                                       neighbour_ok=torch.ones(1, h, w, dtype=torch.bool)).item()
     assert inside_only < 1e-3 and crossing > 1.0
+
+
+def test_pairwise_loss_equals_its_definition_on_random_inputs():
+    # the definition, written out with unfolded neighbours and log-probabilities: the loss
+    # (one offset at a time, softplus identity) and its gradient must match it
+    torch.manual_seed(0)
+    n, h, w = 5, 13, 11
+    logits = (torch.randn(n, h, w) * 4).requires_grad_()
+    sim = torch.rand(n, 8, h, w)
+    region = torch.rand(n, h, w) > 0.4
+    ok = torch.rand(n, h, w) > 0.2
+    for neighbour_ok in (None, ok):
+        lf, lb = F.logsigmoid(logits), F.logsigmoid(-logits)
+        log_same = torch.logaddexp(lf[:, None] + neighbours(lf[:, None], 3, 2)[:, 0],
+                                   lb[:, None] + neighbours(lb[:, None], 3, 2)[:, 0])
+        other = region if neighbour_ok is None else neighbour_ok
+        edges = ((sim >= 0.3) & region[:, None]
+                 & neighbours(other[:, None].float(), 3, 2)[:, 0].bool()).float()
+        want = -(log_same * edges).flatten(1).sum(1) / edges.flatten(1).sum(1).clamp(min=1)
+        got = pairwise_affinity_loss(logits, sim, region, 0.3, 3, 2, neighbour_ok)
+        assert torch.allclose(got, want, atol=1e-5)
+        g_want, = torch.autograd.grad(want.sum(), logits)
+        g_got, = torch.autograd.grad(got.sum(), logits)
+        assert torch.allclose(g_got, g_want, atol=1e-5)
