@@ -11,7 +11,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-seeds annotate annotate-sync label-studio \
-	label-studio-stop browser test test-fast bench bench-scale gpu-check clean-outputs
+	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
 export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
@@ -137,6 +137,12 @@ gpu-check: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
+
+# A simulated annotation run in the real Label Studio UI (scripted browser, ground truth as
+# the annotator): before (SOLO pseudo-labels) / after (free masks >= 0.7), on 8 tasks
+bench-annotation: pseudo-labels browser .venv-ls/.stamp-label-studio-1.23.2
+	$(PY) bench/annotation_session.py --plan-only --split val
+	$(PY) bench/annotation_session.py --tasks 8
 
 clean-outputs:
 	rm -rf outputs

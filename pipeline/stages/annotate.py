@@ -115,11 +115,15 @@ def best_source(sync_dir: Path) -> tuple[str, str]:
 def annotation_source(cfg, split) -> tuple[str, str, dict]:
     """(model version, file, COCO) of the boxes to annotate: `annotation.source` is a file,
     `gt` (the split's own boxes) or `best` (the source the annotators' points agreed with
-    most at the last sync)."""
+    most at the last sync); boxes scored below `annotation.min_score` are left out."""
     version, source = "weakseg", cfg.annotation.source
     if source == "best":
         version, source = best_source(Path(cfg.paths.work_dir) / "annotate_sync")
     coco = split.coco if source == "gt" else load_coco(source, "annotation.source")
+    low = float(cfg.annotation.get("min_score", 0.0))
+    if low > 0:  # a box with no score (ground truth) is always kept
+        coco = dict(coco, annotations=[a for a in coco["annotations"]
+                                       if a.get("score", low) >= low])
     return version, source, coco
 
 

@@ -1,0 +1,147 @@
+"""What an annotator who knows the truth must do to a pre-annotated task, and how right the
+synced result is: the plan a scripted browser carries out (`annotation.browser`) and the
+scores of a simulated annotation run (`bench/annotation_session.py`).
+
+Ground truth plays the annotator: a pre-placed box that matches no object (box IoU < 0.5,
+one box per object) is deleted with its points; a point on a kept box whose label disagrees
+with that object's mask is flipped; an object no box matches gets a new box with N points
+placed uniformly in it (PointSup's protocol), each labelled from the mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from annotation.protocol import BACKGROUND, OBJECT, point_owner
+
+
+def box_iou(a, b) -> float:
+    """IoU of two xyxy boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(boxes: list, truth: list, threshold: float = 0.5) -> dict[int, int]:
+    """Greedy one-to-one matching by box IoU (highest first): {box index: truth index}."""
+    pairs = sorted(((box_iou(b, t), i, j) for i, b in enumerate(boxes)
+                    for j, t in enumerate(truth)), reverse=True)
+    out, used = {}, set()
+    for iou, i, j in pairs:
+        if iou < threshold:
+            break
+        if i not in out and j not in used:
+            out[i] = j
+            used.add(j)
+    return out
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def label_at(mask: np.ndarray, x: float, y: float) -> str:
+    h, w = mask.shape
+    return OBJECT if mask[min(int(y), h - 1), min(int(x), w - 1)] else BACKGROUND
+
+
+@dataclass
+class Drawn:
+    """A box the annotator draws for a missed object, and its points: placed by the
+    annotator (labelled right), or placed and labelled by the assistant (`assisted`), then
+    the wrong ones flipped."""
+    box: tuple
+    points: list[tuple[float, float, str]]
+    assisted: bool = False
+    flips: list[tuple[float, float, str]] = field(default_factory=list)
+
+    @property
+    def edits(self) -> int:
+        return 1 + (len(self.flips) if self.assisted else len(self.points))
+
+
+@dataclass
+class Plan:
+    """The edits of one task, in image pixels."""
+    delete: dict[str, tuple] = field(default_factory=dict)   # box id -> its xyxy box
+    relabel: list[tuple[str, float, float, str]] = field(default_factory=list)  # id, x, y, new
+    draw: list[Drawn] = field(default_factory=list)
+    kept_points: int = 0          # pre-placed points on kept boxes (checked, right or flipped)
+
+    @property
+    def edits(self) -> int:
+        """Deleted boxes + flipped points + drawn boxes + points placed or flipped on them."""
+        return len(self.delete) + len(self.relabel) + sum(d.edits for d in self.draw)
+
+
+def regions(result: list[dict], width: int, height: int):
+    """A Label Studio result list -> ({box id: xyxy}, {point id: (x, y, label)}) in pixels."""
+    boxes, points = {}, {}
+    for r in result:
+        v = r["value"]
+        if r["type"] == "rectanglelabels":
+            x, y = v["x"] * width / 100, v["y"] * height / 100
+            boxes[r["id"]] = (x, y, x + v["width"] * width / 100, y + v["height"] * height / 100)
+        elif r["type"] == "keypointlabels":
+            points[r["id"]] = (v["x"] * width / 100, v["y"] * height / 100,
+                               v["keypointlabels"][0])
+    return boxes, points
+
+
+def plan_task(result: list[dict], masks: list[np.ndarray], width: int, height: int,
+              n_points: int, rng: np.random.Generator, match_iou: float = 0.5,
+              assistant=None) -> Plan:
+    """The edits that turn a task's pre-annotation into the truth `masks` (bool (h, w)).
+
+    assistant: box -> [(x, y, is_object)], the points the labelling assistant returns for a
+    drawn box (then only its wrong labels are edits), or None (the annotator places N
+    points uniformly in the box)."""
+    boxes, points = regions(result, width, height)
+    masks = [m for m in masks if m.any()]
+    truth = [mask_box(m) for m in masks]
+    ids = list(boxes)
+    matched = {ids[i]: j for i, j in match_boxes([boxes[k] for k in ids], truth,
+                                                 match_iou).items()}
+    plan = Plan(delete={k: boxes[k] for k in ids if k not in matched})
+    for pid, (x, y, lab) in points.items():
+        owner = point_owner(pid)
+        if owner not in matched:
+            continue                      # goes with its deleted box
+        plan.kept_points += 1
+        want = label_at(masks[matched[owner]], x, y)
+        if want != lab:
+            plan.relabel.append((pid, x, y, want))
+    for j in sorted(set(range(len(masks))) - set(matched.values())):
+        box = truth[j]
+        if assistant is None:
+            pts = [(box[0] + rng.random() * (box[2] - box[0]),
+                    box[1] + rng.random() * (box[3] - box[1])) for _ in range(n_points)]
+            plan.draw.append(Drawn(box, [(x, y, label_at(masks[j], x, y)) for x, y in pts]))
+            continue
+        given = [(x, y, OBJECT if obj else BACKGROUND) for x, y, obj in assistant(box)]
+        right = [(x, y, label_at(masks[j], x, y)) for x, y, _ in given]
+        plan.draw.append(Drawn(box, right, assisted=True,
+                               flips=[r for g, r in zip(given, right) if g[2] != r[2]]))
+    return plan
+
+
+def score_synced(synced: list[dict], masks: list[np.ndarray], match_iou: float = 0.5) -> dict:
+    """Synced instances (COCO bbox + point_coords/point_labels) against the truth: boxes
+    matching an object, and the share of points whose label agrees with that object's mask
+    (points of unmatched boxes count as wrong)."""
+    masks = [m for m in masks if m.any()]
+    boxes = [(a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+              a["bbox"][1] + a["bbox"][3]) for a in synced]
+    matched = match_boxes(boxes, [mask_box(m) for m in masks], match_iou)
+    right = total = 0
+    for i, a in enumerate(synced):
+        for (x, y), lab in zip(a["point_coords"], a["point_labels"]):
+            total += 1
+            if i in matched:   # point_coords are pixel indices: read at the pixel centre
+                right += (label_at(masks[matched[i]], x + 0.5, y + 0.5) == OBJECT) == bool(lab)
+    return {"boxes": len(synced), "boxes_matched": len(matched), "objects": len(masks),
+            "points": total, "points_right": right}

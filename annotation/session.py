@@ -1,0 +1,136 @@
+"""A simulated annotation run in the real Label Studio UI: ground truth as the annotator.
+
+A project is made from a pre-annotation file; for each task the oracle plans the edits
+(`annotation.oracle`), a scripted headless browser carries them out with mouse and hotkeys
+and submits (`annotation.browser`), then the project is synced as `make annotate-sync` does
+and the synced points are scored against the truth. Reports per task: edits, clicks, keys,
+drags, seconds in the browser, and for the whole run the share of synced point labels that
+are right and the points of deleted boxes that reappeared on another box (must be 0).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from annotation import sync as ls_sync, tasks
+from annotation.assist import uncertain_points
+from annotation.browser import (Canvas, auto_annotation, carry_out, launch, login, open_task,
+                                submit)
+from annotation.ml_backend import Backend, serve
+from annotation.server import free_port
+from annotation.oracle import plan_task, regions, score_synced
+from annotation.protocol import point_owner
+from pipeline.data.coco import annotations_by_image, decode_segmentation, load_coco
+from pipeline.data.images import read_rgb
+
+
+def truth_masks(gt: dict, info: dict) -> list[np.ndarray]:
+    """The image's ground-truth masks (crowd regions left out: no one boxes them)."""
+    h, w = info["height"], info["width"]
+    return [decode_segmentation(a["segmentation"], h, w).astype(bool)
+            for a in gt["annotations"] if a["image_id"] == info["id"] and not a.get("iscrowd")]
+
+
+def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng, window,
+                   screenshots, backend, deleted_points) -> list[dict]:
+    """Every task of the project, in a browser: plan, carry out, submit."""
+    rows = []
+    browser = launch(p)
+    page = browser.new_page(viewport={"width": window[0], "height": window[1]})
+    login(page, server.url, server.username, server.password)
+    for t in client.tasks.list(project=pid, fields="all"):
+        task = t.model_dump(mode="json")
+        info = infos[int(task["data"]["weakseg_image_id"])]
+        w, h = info["width"], info["height"]
+        result = task["predictions"][0]["result"]
+        helper = None
+        if backend is not None:   # where the assistant will put points in a drawn box
+            image = read_rgb(Path(image_root) / info["file_name"])
+
+            def helper(box, image=image):
+                prob = backend.model().masks_for_boxes(image, [box])[0]
+                return uncertain_points(prob, box, n_points)
+        plan = plan_task(result, truth_masks(gt, info), w, h, n_points, rng, assistant=helper)
+        boxes, points = regions(result, w, h)
+        start = time.perf_counter()
+        open_task(page, server.url, pid, t.id)
+        if backend is not None:
+            auto_annotation(page)
+        canvas = Canvas(page, w, h)
+        act = carry_out(canvas, plan, boxes, points)
+        seconds = time.perf_counter() - start
+        gone = {k for k in points if point_owner(k) in act.deleted}
+        # a deleted box's point found in the sync came back on another box (pixels that
+        # another point also occupies are left out: they would be found anyway)
+        deleted_points[info["id"]] = (
+            {(int(x), int(y)) for k, (x, y, _) in points.items() if k in gone}
+            - {(int(x), int(y)) for k, (x, y, _) in points.items() if k not in gone}
+            - {(int(x), int(y)) for d in plan.draw for x, y, _ in d.points})
+        if screenshots is not None:
+            Path(screenshots).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(screenshots) / f"task_{t.id}.png"))
+        start = time.perf_counter()
+        submit(page)
+        seconds += time.perf_counter() - start
+        rows.append({"image_id": info["id"], "boxes": len(boxes), "points": len(points),
+                     "deleted_boxes": len(plan.delete), "flipped_points": len(plan.relabel),
+                     "drawn_boxes": len(plan.draw),
+                     "placed_points": sum(len(d.points) for d in plan.draw
+                                          if not d.assisted),
+                     "assistant_flips": sum(len(d.flips) for d in plan.draw),
+                     "edits": plan.edits, "clicks": act.clicks, "keys": act.keys,
+                     "drags": act.drags, "skipped": act.skipped,
+                     "seconds": round(seconds, 2)})
+    browser.close()
+    return rows
+
+
+def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
+        document_root: Path, work_dir: Path, n_points: int = 10, seed: int = 0,
+        window: tuple[int, int] = (1400, 1200), screenshots: Path | None = None,
+        assistant: Path | None = None) -> dict:
+    """Annotate every image of `pre` (COCO pre-annotations) in a new project `title`;
+    `screenshots`: a folder for each task's page as submitted; `assistant`: a trained Mask
+    R-CNN run served as the project's labelling assistant (boxes drawn for missed objects
+    come back with its points, and only its wrong labels are flipped)."""
+    from playwright.sync_api import sync_playwright
+
+    work_dir = Path(work_dir)
+    infos = {im["id"]: im for im in gt["images"]}
+    names = sorted(c["name"] for c in gt["categories"])
+    pid = tasks.get_or_create_project(client, title, names, n_points)
+    tasks.import_coco(client, pid, pre, image_root, document_root, n_points=n_points, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows, deleted_points = [], {}
+    backend = served = None
+    if assistant is not None:
+        backend = Backend(assistant, document_root, points=n_points,
+                          state_dir=work_dir / "ml_backend")
+        served = serve(backend, "127.0.0.1", free_port())
+        threading.Thread(target=served.serve_forever, daemon=True).start()
+        client.ml.create(project=pid, url=f"http://127.0.0.1:{served.server_port}",
+                         is_interactive=True)
+    try:
+        with sync_playwright() as p:
+            rows = annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
+                                  window, screenshots, backend, deleted_points)
+    finally:
+        if served is not None:
+            served.shutdown()
+    out = work_dir / "points.json"
+    counts = ls_sync.sync(client, pid, work_dir, infos, gt["categories"], image_root, out,
+                          n_points)
+    synced = annotations_by_image(load_coco(out))
+    score = {"boxes": 0, "boxes_matched": 0, "objects": 0, "points": 0, "points_right": 0}
+    reattached = 0
+    for row in rows:
+        info = infos[row["image_id"]]
+        s = score_synced(synced[info["id"]], truth_masks(gt, info))
+        score = {k: score[k] + s[k] for k in score}
+        reattached += sum(tuple(xy) in deleted_points[info["id"]]
+                          for a in synced[info["id"]] for xy in a["point_coords"])
+    return {"project": pid, "tasks": rows, "sync": counts, "score": score,
+            "reattached_points": reattached}
