@@ -2,7 +2,6 @@
 import json
 import re
 import secrets
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,13 +10,11 @@ import pytest
 from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
+from annotation.browser import CHROMIUM, launch, login, open_task, submit
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
 def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
@@ -30,20 +27,13 @@ def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
 @contextmanager
 def labeling_page(p, label_studio, pid, tid, tmp_path, height: int = 900):
     """Log in, open a task's labeling page and yield it; on failure save a screenshot."""
-    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    browser = launch(p)
     page = browser.new_page(viewport={"width": 1400, "height": height})
     try:
-        page.goto(f"{label_studio.url}/user/login")
-        page.fill("input[name=email]", label_studio.username)
-        page.fill("input[name=password]", label_studio.password)
-        page.click("button[type=submit]")
-        page.wait_for_load_state("networkidle")
-        page.goto(f"{label_studio.url}/projects/{pid}/data?task={tid}")
-        page.locator("img[alt='image']").first.wait_for(state="attached", timeout=60000)
-        page.locator(".konvajs-content").first.wait_for(state="visible", timeout=60000)
+        login(page, label_studio.url, label_studio.username, label_studio.password)
+        open_task(page, label_studio.url, pid, tid)
         yield page
-        page.locator("[data-testid=bottombar-submit-button]").click()
-        page.wait_for_load_state("networkidle")
+        submit(page)
         page.wait_for_timeout(1000)
     except Exception:
         page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
