@@ -145,9 +145,14 @@ class Assistant:
 
 
 def drawn_boxes(context: dict | None) -> list[tuple[str, list[float], str]]:
-    """Boxes an annotator just drew, from Label Studio's interactive context:
-    (region id, x0 y0 x1 y1 in pixels, label)."""
-    out = []
+    """The box an annotator just drew, from Label Studio's interactive context:
+    [(region id, x0 y0 x1 y1 in pixels, label)] or [].
+
+    Label Studio 1.23.2 sends every box of the smart control as context, the pre-annotated
+    ones (origin "prediction") and earlier drawings included, the new one last (seen in the
+    simulated annotation run); answering them all put a second set of unchecked model points
+    on every pre-annotated box. So only the last box drawn by hand is answered."""
+    boxes = []
     for r in (context or {}).get("result") or []:
         if r.get("type") != "rectanglelabels" or r.get("from_name", BOX) != BOX:
             continue
@@ -158,6 +163,7 @@ def drawn_boxes(context: dict | None) -> list[tuple[str, list[float], str]]:
             x1, y1 = x0 + float(v["width"]) * w / 100, y0 + float(v["height"]) * h / 100
         except (KeyError, TypeError, ValueError):
             continue
-        out.append((str(r.get("id") or "drawn"), [x0, y0, x1, y1],
-                    (v.get("rectanglelabels") or ["object"])[0]))
-    return out
+        boxes.append((r.get("origin"), (str(r.get("id") or "drawn"), [x0, y0, x1, y1],
+                                        (v.get("rectanglelabels") or ["object"])[0])))
+    manual = [b for origin, b in boxes if origin == "manual"]
+    return manual[-1:] or [b for _, b in boxes][-1:]

@@ -5,6 +5,8 @@ counting clicks, keys and drags. Used by the browser tests and the simulated ann
 from __future__ import annotations
 
 import shutil
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from annotation.oracle import Plan
@@ -42,6 +44,13 @@ def auto_annotation(page) -> None:
     page.get_by_test_id("bottombar-auto-accept-toggle").check()
 
 
+def image_box(page) -> dict:
+    """Where the image's pixels are on screen: the <img> element's box. (The canvas element
+    is smaller, 769 vs 811 px at 1400 px wide, and draws its content scaled: clicks mapped
+    through the canvas element missed points near the image's edges; measured.)"""
+    return page.locator("img[alt='image']").first.bounding_box()
+
+
 def submit(page) -> None:
     page.locator("[data-testid=bottombar-submit-button]").click()
     page.wait_for_load_state("networkidle")
@@ -62,7 +71,7 @@ class Canvas:
 
     def __init__(self, page, width: int, height: int):
         self.page, self.w, self.h = page, width, height
-        self.bb = page.locator("img[alt='image']").first.bounding_box()
+        self.bb = image_box(page)
         self.act = Actions()
 
     def screen(self, x: float, y: float) -> tuple[float, float]:
@@ -95,51 +104,70 @@ class Canvas:
         self.page.wait_for_timeout(SETTLE_MS)
 
 
-def free_spot(box, others, points, clearance: float = 5.0, margin: float = 2.0):
-    """A pixel inside `box`, in no other box and `clearance` px from every point (drawn with a 3 px radius): a click
-    there selects the box and nothing else. None if the box has no such spot."""
-    x0, y0, x1, y1 = box
-    step = 1.0
-    y = y0 + margin
-    while y <= y1 - margin:
-        x = x0 + margin
-        while x <= x1 - margin:
-            if (not any(o[0] - margin <= x <= o[2] + margin and o[1] - margin <= y <= o[3] + margin
-                        for o in others)
-                    and all((x - px) ** 2 + (y - py) ** 2 > clearance ** 2
-                            for px, py in points)):
-                return x, y
-            x += step
-        y += step
-    return None
+def free_spots(box, others, points, width: int, height: int, clearance: float = 5.0,
+               margin: float = 2.0, border: float = 5.0):
+    """Pixels inside `box`, in no box of `others` and `clearance` px from every point (drawn
+    with a 3 px radius), so a click there selects the box and nothing else; none within
+    `border` px of the image's edge (clicks there select nothing: measured), far from each
+    other first. Yields nothing if the box has no such spot."""
+    x0, y0 = max(box[0] + margin, border), max(box[1] + margin, border)
+    x1, y1 = min(box[2] - margin, width - border), min(box[3] - margin, height - border)
+    ok = [(x, y) for y in np.arange(y0, y1 + 1e-6, 1.0) for x in np.arange(x0, x1 + 1e-6, 1.0)
+          if not any(o[0] - margin <= x <= o[2] + margin and o[1] - margin <= y <= o[3] + margin
+                     for o in others)
+          and all((x - px) ** 2 + (y - py) ** 2 > clearance ** 2 for px, py in points)]
+    tried = []
+    while ok and len(tried) < 3:   # the spot farthest from those tried (first: the middle)
+        ref = tried or [((x0 + x1) / 2, (y0 + y1) / 2)]
+        far = max if tried else min
+        spot = far(ok, key=lambda q: min((q[0] - a) ** 2 + (q[1] - b) ** 2 for a, b in ref))
+        tried.append(spot)
+        ok.remove(spot)
+        yield spot
 
 
-def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict) -> Actions:
+def selected(page) -> bool:
+    """A region is selected: the details panel no longer shows its empty-state text."""
+    return not page.get_by_text("View region details").is_visible()
+
+
+def flip(canvas: Canvas, x: float, y: float, want: str, what: str) -> None:
+    """Select the point at (x, y) and give it label `want`; a click that selects nothing is
+    not followed by the hotkey (it would arm that label for drawing new points)."""
+    canvas.click(x, y)
+    if not selected(canvas.page):
+        canvas.act.skipped.append(f"flip {what}: the click selected nothing")
+        return
+    canvas.key(HOTKEYS[want])
+    canvas.key("Escape")
+
+
+def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict, answer=None) -> Actions:
     """Do a task's edits in the UI: flip points (click, hotkey), delete boxes (click a spot
     of the box that no box above it covers and no point is near, Backspace), then draw each
     missing box (box hotkey, drag) and Ctrl+click its points with the right label active, or,
     with the assistant, draw it with the Auto-Detect tool and flip the answer's wrong points.
 
     `boxes`, `points`: the pre-annotation's regions by id, in list order; Label Studio
-    stacks regions in list order, so a box lies above the boxes listed after it."""
-    for _, x, y, want in plan.relabel:
-        canvas.click(x, y)
-        canvas.key(HOTKEYS[want])
-        canvas.key("Escape")
+    stacks regions in list order, so a box lies above the boxes listed after it.
+    `answer()`: the points [(x, y, label)] of the assistant's latest answer (assisted draws)."""
+    for pid, x, y, want in plan.relabel:
+        flip(canvas, x, y, want, pid)
     left = list(boxes)
     for rid in [k for k in boxes if k in plan.delete]:     # top first
         above = [boxes[k] for k in left[:left.index(rid)]]
         near = [(x, y) for k, (x, y, _) in points.items() if point_owner(k) in left]
-        spot = free_spot(boxes[rid], above, near)
-        if spot is None:
-            canvas.act.skipped.append(f"delete {rid}: no spot of the box is clear of the "
-                                      f"boxes above it and of points")
-            continue
-        canvas.click(*spot)
-        canvas.key("Backspace")
-        canvas.key("Escape")
-        left.remove(rid)
-        canvas.act.deleted.append(rid)
+        for spot in free_spots(boxes[rid], above, near, canvas.w, canvas.h):
+            canvas.click(*spot)
+            if selected(canvas.page):
+                canvas.key("Backspace")
+                canvas.key("Escape")
+                left.remove(rid)
+                canvas.act.deleted.append(rid)
+                break
+        else:
+            canvas.act.skipped.append(f"delete {rid}: no click selected it (no spot of the "
+                                      f"box clear of the boxes above it and of points)")
     for d in plan.draw:
         # every region hidden: a drag that starts on a visible box moves it instead of
         # drawing (the box drawn just before included), a click selects it
@@ -153,10 +181,10 @@ def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict) -> Actions:
             canvas.page.wait_for_load_state("networkidle")
             canvas.page.wait_for_timeout(500)
             canvas.key("Escape")
+            canvas.key("v")   # back to the selection tool: the box tool takes clicks on points
+            d.resolve(answer())
             for x, y, want in d.flips:
-                canvas.click(x, y)
-                canvas.key(HOTKEYS[want])
-                canvas.key("Escape")
+                flip(canvas, x, y, want, "an assistant's point")
             continue
         canvas.key("Escape")
         active = None

@@ -90,10 +90,12 @@ class Backend:
         if boxes:  # interactive: a box the annotator drew with the Auto-Detect tool
             probs = m.masks_for_boxes(image, [box for _, box, _ in boxes])
             for (rid, box, label), prob in zip(boxes, probs):
-                # the box is sent back under its own id: Label Studio replaces the drawn
-                # region by what the backend returns (found in the browser test)
-                regions += box_regions(prob, box, self.points, rid, label, with_box=True,
-                                       with_mask=with_mask)
+                # Label Studio replaces the drawn region by what the backend returns, so
+                # the box comes back too (found in the browser test), under a new id: kept
+                # under the drawn one it stayed above its points and took their clicks
+                # (found in the simulated annotation run); listed after them it lies below
+                regions += box_regions(prob, box, self.points, f"{rid}_a", label,
+                                       with_box=True, with_mask=with_mask)
                 certainty.append(box_certainty(prob, box))
         else:
             for k, (box, prob, _) in enumerate(m.detect(image, self.score_threshold)):

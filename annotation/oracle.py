@@ -52,12 +52,18 @@ def label_at(mask: np.ndarray, x: float, y: float) -> str:
 @dataclass
 class Drawn:
     """A box the annotator draws for a missed object, and its points: placed by the
-    annotator (labelled right), or placed and labelled by the assistant (`assisted`), then
-    the wrong ones flipped."""
+    annotator (labelled right), or placed and labelled by the assistant (`assisted`: known
+    once it answers, `resolve`), then its wrong labels flipped."""
     box: tuple
-    points: list[tuple[float, float, str]]
+    mask: np.ndarray = field(repr=False)
+    points: list[tuple[float, float, str]] = field(default_factory=list)
     assisted: bool = False
     flips: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def resolve(self, given: list[tuple[float, float, str]]) -> None:
+        """The assistant's points for this box: the wrong labels become flips."""
+        self.points = [(x, y, label_at(self.mask, x, y)) for x, y, _ in given]
+        self.flips = [r for g, r in zip(given, self.points) if g[2] != r[2]]
 
     @property
     def edits(self) -> int:
@@ -94,12 +100,12 @@ def regions(result: list[dict], width: int, height: int):
 
 def plan_task(result: list[dict], masks: list[np.ndarray], width: int, height: int,
               n_points: int, rng: np.random.Generator, match_iou: float = 0.5,
-              assistant=None) -> Plan:
+              assisted: bool = False) -> Plan:
     """The edits that turn a task's pre-annotation into the truth `masks` (bool (h, w)).
 
-    assistant: box -> [(x, y, is_object)], the points the labelling assistant returns for a
-    drawn box (then only its wrong labels are edits), or None (the annotator places N
-    points uniformly in the box)."""
+    assisted: boxes for missed objects are drawn for the labelling assistant, whose points
+    are checked once it answers (`Drawn.resolve`); otherwise the annotator places N points
+    uniformly in the box."""
     boxes, points = regions(result, width, height)
     masks = [m for m in masks if m.any()]
     truth = [mask_box(m) for m in masks]
@@ -117,15 +123,12 @@ def plan_task(result: list[dict], masks: list[np.ndarray], width: int, height: i
             plan.relabel.append((pid, x, y, want))
     for j in sorted(set(range(len(masks))) - set(matched.values())):
         box = truth[j]
-        if assistant is None:
-            pts = [(box[0] + rng.random() * (box[2] - box[0]),
-                    box[1] + rng.random() * (box[3] - box[1])) for _ in range(n_points)]
-            plan.draw.append(Drawn(box, [(x, y, label_at(masks[j], x, y)) for x, y in pts]))
+        if assisted:
+            plan.draw.append(Drawn(box, masks[j], assisted=True))
             continue
-        given = [(x, y, OBJECT if obj else BACKGROUND) for x, y, obj in assistant(box)]
-        right = [(x, y, label_at(masks[j], x, y)) for x, y, _ in given]
-        plan.draw.append(Drawn(box, right, assisted=True,
-                               flips=[r for g, r in zip(given, right) if g[2] != r[2]]))
+        pts = [(box[0] + rng.random() * (box[2] - box[0]),
+                box[1] + rng.random() * (box[3] - box[1])) for _ in range(n_points)]
+        plan.draw.append(Drawn(box, masks[j], [(x, y, label_at(masks[j], x, y)) for x, y in pts]))
     return plan
 
 

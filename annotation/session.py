@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from annotation import sync as ls_sync, tasks
-from annotation.assist import uncertain_points
 from annotation.browser import (Canvas, auto_annotation, carry_out, launch, login, open_task,
                                 submit)
 from annotation.ml_backend import Backend, serve
@@ -24,7 +23,6 @@ from annotation.server import free_port
 from annotation.oracle import plan_task, regions, score_synced
 from annotation.protocol import point_owner
 from pipeline.data.coco import annotations_by_image, decode_segmentation, load_coco
-from pipeline.data.images import read_rgb
 
 
 def truth_masks(gt: dict, info: dict) -> list[np.ndarray]:
@@ -32,6 +30,25 @@ def truth_masks(gt: dict, info: dict) -> list[np.ndarray]:
     h, w = info["height"], info["width"]
     return [decode_segmentation(a["segmentation"], h, w).astype(bool)
             for a in gt["annotations"] if a["image_id"] == info["id"] and not a.get("iscrowd")]
+
+
+class RecordingBackend(Backend):
+    """The labelling assistant, keeping its latest answer: the points the annotator sees."""
+    answer: dict | None = None
+
+    def predict_task(self, task, context, with_mask=False):
+        self.answer = super().predict_task(task, context, with_mask)
+        return self.answer
+
+    def last_points(self) -> list[tuple[float, float, str]]:
+        out = []
+        for r in (self.answer or {}).get("result", []):
+            if r["type"] == "keypointlabels":
+                w, h = r["original_width"], r["original_height"]
+                out.append((r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                            r["value"]["keypointlabels"][0]))
+        self.answer = None
+        return out
 
 
 def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng, window,
@@ -46,21 +63,16 @@ def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
         info = infos[int(task["data"]["weakseg_image_id"])]
         w, h = info["width"], info["height"]
         result = task["predictions"][0]["result"]
-        helper = None
-        if backend is not None:   # where the assistant will put points in a drawn box
-            image = read_rgb(Path(image_root) / info["file_name"])
-
-            def helper(box, image=image):
-                prob = backend.model().masks_for_boxes(image, [box])[0]
-                return uncertain_points(prob, box, n_points)
-        plan = plan_task(result, truth_masks(gt, info), w, h, n_points, rng, assistant=helper)
+        plan = plan_task(result, truth_masks(gt, info), w, h, n_points, rng,
+                         assisted=backend is not None)
         boxes, points = regions(result, w, h)
         start = time.perf_counter()
         open_task(page, server.url, pid, t.id)
         if backend is not None:
             auto_annotation(page)
         canvas = Canvas(page, w, h)
-        act = carry_out(canvas, plan, boxes, points)
+        act = carry_out(canvas, plan, boxes, points,
+                        answer=backend.last_points if backend is not None else None)
         seconds = time.perf_counter() - start
         gone = {k for k in points if point_owner(k) in act.deleted}
         # a deleted box's point found in the sync came back on another box (pixels that
@@ -100,15 +112,18 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
 
     work_dir = Path(work_dir)
     infos = {im["id"]: im for im in gt["images"]}
-    names = sorted(c["name"] for c in gt["categories"])
+    # the box labels are the pre-annotation's categories (as `make annotate` makes them);
+    # scoring against the truth is class-agnostic
+    names = [c["name"] for c in pre["categories"]]
     pid = tasks.get_or_create_project(client, title, names, n_points)
     tasks.import_coco(client, pid, pre, image_root, document_root, n_points=n_points, seed=seed)
     rng = np.random.default_rng(seed)
     rows, deleted_points = [], {}
     backend = served = None
     if assistant is not None:
-        backend = Backend(assistant, document_root, points=n_points,
-                          state_dir=work_dir / "ml_backend")
+        backend = RecordingBackend(assistant, document_root, points=n_points,
+                                   state_dir=work_dir / "ml_backend")
+        backend.model()   # loaded before Label Studio's /setup call, which waits 3 s at most
         served = serve(backend, "127.0.0.1", free_port())
         threading.Thread(target=served.serve_forever, daemon=True).start()
         client.ml.create(project=pid, url=f"http://127.0.0.1:{served.server_port}",
@@ -121,7 +136,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
         if served is not None:
             served.shutdown()
     out = work_dir / "points.json"
-    counts = ls_sync.sync(client, pid, work_dir, infos, gt["categories"], image_root, out,
+    counts = ls_sync.sync(client, pid, work_dir, infos, pre["categories"], image_root, out,
                           n_points)
     synced = annotations_by_image(load_coco(out))
     score = {"boxes": 0, "boxes_matched": 0, "objects": 0, "points": 0, "points_right": 0}

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
-from annotation.browser import CHROMIUM, launch, login, open_task, submit
+from annotation.browser import CHROMIUM, launch, login, open_task, image_box, submit
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 
@@ -66,7 +66,7 @@ def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_pat
         # pre-annotated boxes would take the click (it selects them): hide them first
         page.get_by_label("Hide all regions").click()
         page.locator(".lsf-label__text").filter(has_text=re.compile(r"^object$")).click()
-        bb = page.locator("img[alt='image']").first.bounding_box()
+        bb = image_box(page)
         page.mouse.click(bb["x"] + px * bb["width"] / info["width"],
                          bb["y"] + py * bb["height"] / info["height"])
 
@@ -142,7 +142,7 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
     # a tall window: the whole image in view, so every point can be clicked without scrolling
     with sync_playwright() as p, \
             labeling_page(p, label_studio, pid, tid, tmp_path, height=1200) as page:
-        bb = page.locator("img[alt='image']").first.bounding_box()
+        bb = image_box(page)
         assert bb["y"] + bb["height"] <= 1200, "the image does not fit in the window"
 
         def screen(x, y):
@@ -233,7 +233,7 @@ def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_pat
     tid = next(iter(client.tasks.list(project=pid))).id
 
     with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
-        bb = page.locator("img[alt='image']").first.bounding_box()
+        bb = image_box(page)
         page.mouse.click(bb["x"] + sx * bb["width"] / w, bb["y"] + sy * bb["height"] / h)
         page.keyboard.press("Backspace")
 

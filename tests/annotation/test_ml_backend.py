@@ -67,6 +67,15 @@ def test_drawn_boxes_read_label_studio_percent_coordinates():
     r = protocol.box_result([10, 20, 30, 40], 200, 100, "object", "abc")
     assert drawn_boxes({"result": [r]}) == [("abc", pytest.approx([10, 20, 40, 60]), "object")]
     assert drawn_boxes(None) == [] and drawn_boxes({"result": [{"type": "keypointlabels"}]}) == []
+    # Label Studio sends every box of the control: the pre-annotated ones ("prediction"), an
+    # earlier drawing, the new one last; only the box just drawn is answered
+    pre = [dict(protocol.box_result([0, 0, 5, 5], 200, 100, "object", f"b{k}"),
+                origin="prediction") for k in range(3)]
+    earlier = dict(protocol.box_result([50, 50, 10, 10], 200, 100, "object", "old"),
+                   origin="manual")
+    new = dict(r, origin="manual")
+    assert [b[0] for b in drawn_boxes({"result": [*pre, earlier, new]})] == ["abc"]
+    assert [b[0] for b in drawn_boxes({"result": [*pre, new, pre[0]]})] == ["abc"]
 
 
 def test_image_urls_resolve_only_under_the_document_root(tmp_path):
@@ -131,7 +140,7 @@ def test_make_annotate_starts_the_assistant_that_label_studio_asks_for_a_drawn_b
         for r in points:   # inside the drawn box (percent of the 160 px image), tied to it
             v = r["value"]
             assert 25 <= v["x"] <= 62.5 and 25 <= v["y"] <= 56.25
-            assert protocol.point_owner(r["id"]) == "drawnBox1"
+            assert protocol.point_owner(r["id"]) == "drawnBox1_a"   # the box, re-issued
         # a project with the brush control gets the mask too
         tasks.get_or_create_project(client, ml_project_title(client, res["project"]),
                                     ["object"], 7, mask_overlay=True)
@@ -182,6 +191,7 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
     from annotation import ml_backend
     from annotation import sync as ls_sync
     from pipeline.data.coco import load_coco
+    from annotation.browser import image_box
     from tests.annotation.test_browser import CHROMIUM, labeling_page
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian chromium is required (`make test` installs it)")
@@ -207,7 +217,7 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
                                                    tmp_path, height=1200) as page:
             page.get_by_test_id("bottombar-auto-annotation-toggle").check()
             page.get_by_test_id("bottombar-auto-accept-toggle").check()
-            bb = page.locator("img[alt='image']").first.bounding_box()
+            bb = image_box(page)
 
             def screen(x, y):
                 return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h

@@ -69,7 +69,10 @@ def test_scripted_annotation_run_makes_every_label_right(label_studio, tiny_samp
         fake = np.zeros((h, w), bool)
         fake[h - 20:h - 4, 4:20] = True
         pre_anns += [mask_to_annotation(m, im["id"], 1) for m in [shifted, *masks[3:], fake]]
-    pre = dict(gt, images=images, annotations=pre_anns)
+    # class-agnostic pre-annotations, as free masks and SOLO write them: the project's box
+    # label is theirs, not the ground truth's five shape classes
+    pre = dict(gt, images=images, annotations=pre_anns,
+               categories=[{"id": 1, "name": "object", "supercategory": "object"}])
     client = connect(label_studio.url, label_studio.token)
     n = 4
     out = session.run(label_studio, client, f"session-{secrets.token_hex(3)}", pre,
@@ -102,3 +105,16 @@ def test_min_score_leaves_low_boxes_out_of_the_pre_annotation(sample_cfg, tiny_s
     cfg = sample_cfg("stage=annotate", "annotation.source=gt", "annotation.min_score=0.7")
     assert len(annotation_source(cfg, get_split(cfg.dataset, "train"))[2]["annotations"]) == \
         len(gt["annotations"])
+
+
+def test_assisted_draw_counts_only_the_assistants_wrong_labels():
+    h = w = 60
+    truth = [disc(h, w, 30, 30, 10)]
+    plan = plan_task([], truth, w, h, 10, np.random.default_rng(0), assisted=True)
+    d = plan.draw[0]
+    assert d.assisted and d.points == [] and plan.edits == 1     # the box, before it answers
+    d.resolve([(30.5, 30.5, OBJECT), (2.5, 2.5, OBJECT), (30.5, 22.5, BACKGROUND),
+               (50.5, 50.5, BACKGROUND)])
+    assert d.flips == [(2.5, 2.5, BACKGROUND), (30.5, 22.5, OBJECT)]
+    assert [p[2] for p in d.points] == [OBJECT, BACKGROUND, OBJECT, BACKGROUND]
+    assert plan.edits == 1 + 2
