@@ -9,6 +9,7 @@ are right and the points of deleted boxes that reappeared on another box (must b
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ class RecordingBackend(Backend):
 
 
 def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng, window,
-                   screenshots, backend, deleted_points) -> list[dict]:
+                   screenshots, backend) -> list[dict]:
     """Every task of the project, in a browser: plan, carry out, submit."""
     rows = []
     browser = launch(p)
@@ -74,13 +75,6 @@ def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
         act = carry_out(canvas, plan, boxes, points,
                         answer=backend.last_points if backend is not None else None)
         seconds = time.perf_counter() - start
-        gone = {k for k in points if point_owner(k) in act.deleted}
-        # a deleted box's point found in the sync came back on another box (pixels that
-        # another point also occupies are left out: they would be found anyway)
-        deleted_points[info["id"]] = (
-            {(int(x), int(y)) for k, (x, y, _) in points.items() if k in gone}
-            - {(int(x), int(y)) for k, (x, y, _) in points.items() if k not in gone}
-            - {(int(x), int(y)) for d in plan.draw for x, y, _ in d.points})
         if screenshots is not None:
             Path(screenshots).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(Path(screenshots) / f"task_{t.id}.png"))
@@ -118,7 +112,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
     pid = tasks.get_or_create_project(client, title, names, n_points)
     tasks.import_coco(client, pid, pre, image_root, document_root, n_points=n_points, seed=seed)
     rng = np.random.default_rng(seed)
-    rows, deleted_points = [], {}
+    rows = []
     backend = served = None
     if assistant is not None:
         backend = RecordingBackend(assistant, document_root, points=n_points,
@@ -131,7 +125,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
     try:
         with sync_playwright() as p:
             rows = annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
-                                  window, screenshots, backend, deleted_points)
+                                  window, screenshots, backend)
     finally:
         if served is not None:
             served.shutdown()
@@ -140,12 +134,30 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
                           n_points)
     synced = annotations_by_image(load_coco(out))
     score = {"boxes": 0, "boxes_matched": 0, "objects": 0, "points": 0, "points_right": 0}
-    reattached = 0
     for row in rows:
         info = infos[row["image_id"]]
         s = score_synced(synced[info["id"]], truth_masks(gt, info))
         score = {k: score[k] + s[k] for k in score}
-        reattached += sum(tuple(xy) in deleted_points[info["id"]]
-                          for a in synced[info["id"]] for xy in a["point_coords"])
     return {"project": pid, "tasks": rows, "sync": counts, "score": score,
-            "reattached_points": reattached}
+            "reattached_points": reattached(work_dir / "raw", synced)}
+
+
+def reattached(raw_dir: Path, synced: dict) -> int:
+    """Points of boxes deleted in the UI that the sync still gave to some box: a deleted
+    box's points (pixels where no surviving point lies) found among the synced points."""
+    n = 0
+    for f in raw_dir.glob("task_*.json"):
+        task = json.loads(f.read_text())
+        if not task.get("annotations") or not task.get("predictions"):
+            continue
+        w, h = task["data"]["width"], task["data"]["height"]
+        _, points = regions(task["predictions"][0]["result"], w, h)
+        _, final = regions(task["annotations"][0]["result"], w, h)
+        final_boxes = {r["id"] for r in task["annotations"][0]["result"]
+                       if r["type"] == "rectanglelabels"}
+        gone = ({(int(x), int(y)) for k, (x, y, _) in points.items()
+                 if point_owner(k) not in final_boxes}
+                - {(int(x), int(y)) for x, y, _ in final.values()})
+        n += sum(tuple(xy) in gone for a in synced.get(task["data"]["weakseg_image_id"], [])
+                 for xy in a["point_coords"])
+    return n
