@@ -9,6 +9,13 @@ object, draws the missing boxes and places their points, submits; the project is
     .venv/bin/python bench/annotation_session.py [--tasks 8] \
         [--source NAME=path/to/coco.json ...] [--work-dir outputs/cpu_sample] [--data-dir data]
 
+The assistant row (--assistant RUN): a point-supervised Mask R-CNN trained on the other
+training images, e.g.
+    python bench/annotation_session.py --write-heldout heldout.json
+    python -m pipeline stage=maskrcnn supervision=points supervision.annotations=heldout.json \
+        supervision.agnostic=true run_name=assistant_heldout
+    python bench/annotation_session.py --assistant outputs/cpu_sample/assistant_heldout
+
 Default conditions: `before` = SOLO's filtered pseudo-labels (what `make annotate` imported
 when the annotators' issue was filed), `after` = the free masks (the source that scores best
 on the sample). Printed per condition: edits / clicks / keys / drags per task (median and
@@ -86,12 +93,20 @@ def main():
     ap.add_argument("--assistant", default=None,
                     help="a trained point-supervised Mask R-CNN run: adds the condition "
                          "'after + assistant' (train it on images other than the tasks')")
+    ap.add_argument("--write-heldout", default=None, metavar="FILE",
+                    help="write the ground truth of the training images other than the "
+                         "tasks' to FILE (to train the assistant on) and stop")
     ap.add_argument("--plan-only", action="store_true",
                     help="no browser: planned edits per source and min score on --split")
     ap.add_argument("--split", default="val")
     ap.add_argument("--min-scores", default="0,0.3,0.5,0.7,0.9")
     args = ap.parse_args()
     work, root = Path(args.work_dir), Path(args.data_dir).resolve()
+    if args.write_heldout:
+        from pipeline.data.coco import load_coco, save_coco
+        gt = load_coco(root / "sample" / "annotations" / "instances_train.json")
+        save_coco(Path(args.write_heldout), filtered(gt, gt["images"][args.tasks:], 0.0))
+        return print(f"{len(gt['images']) - args.tasks} images -> {args.write_heldout}")
     if args.plan_only:
         return plan_only(work, root, args.split,
                          [float(x) for x in args.min_scores.split(",")], args.points)
