@@ -5,9 +5,9 @@ counting clicks, keys and drags. Used by the browser tests and the simulated ann
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 
 import numpy as np
-from dataclasses import dataclass, field
 
 from annotation.oracle import Plan
 from annotation.protocol import HOTKEYS, point_owner
