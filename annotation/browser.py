@@ -62,7 +62,6 @@ class Actions:
     clicks: int = 0
     keys: int = 0
     drags: int = 0
-    deleted: list[str] = field(default_factory=list)   # ids of the boxes deleted
     skipped: list[str] = field(default_factory=list)   # edits with no clickable spot
 
 
@@ -163,7 +162,6 @@ def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict, answer=None
                 canvas.key("Backspace")
                 canvas.key("Escape")
                 left.remove(rid)
-                canvas.act.deleted.append(rid)
                 break
         else:
             canvas.act.skipped.append(f"delete {rid}: no click selected it (no spot of the "

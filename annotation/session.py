@@ -9,7 +9,6 @@ are right and the points of deleted boxes that reappeared on another box (must b
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from annotation.server import free_port
 from annotation.oracle import plan_task, regions, score_synced
 from annotation.protocol import point_owner
 from pipeline.data.coco import annotations_by_image, decode_segmentation, load_coco
+from pipeline.io import read_json
 
 
 def truth_masks(gt: dict, info: dict) -> list[np.ndarray]:
@@ -52,7 +52,7 @@ class RecordingBackend(Backend):
         return out
 
 
-def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng, window,
+def annotate_tasks(p, server, client, pid, truths, infos, n_points, rng, window,
                    screenshots, backend) -> list[dict]:
     """Every task of the project, in a browser: plan, carry out, submit."""
     rows = []
@@ -64,7 +64,7 @@ def annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
         info = infos[int(task["data"]["weakseg_image_id"])]
         w, h = info["width"], info["height"]
         result = task["predictions"][0]["result"]
-        plan = plan_task(result, truth_masks(gt, info), w, h, n_points, rng,
+        plan = plan_task(result, truths[info["id"]], w, h, n_points, rng,
                          assisted=backend is not None)
         boxes, points = regions(result, w, h)
         start = time.perf_counter()
@@ -106,6 +106,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
 
     work_dir = Path(work_dir)
     infos = {im["id"]: im for im in gt["images"]}
+    truths = {i: truth_masks(gt, info) for i, info in infos.items()}   # decoded once
     # the box labels are the pre-annotation's categories (as `make annotate` makes them);
     # scoring against the truth is class-agnostic
     names = [c["name"] for c in pre["categories"]]
@@ -124,7 +125,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
                          is_interactive=True)
     try:
         with sync_playwright() as p:
-            rows = annotate_tasks(p, server, client, pid, gt, infos, image_root, n_points, rng,
+            rows = annotate_tasks(p, server, client, pid, truths, infos, n_points, rng,
                                   window, screenshots, backend)
     finally:
         if served is not None:
@@ -135,8 +136,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
     synced = annotations_by_image(load_coco(out))
     score = {"boxes": 0, "boxes_matched": 0, "objects": 0, "points": 0, "points_right": 0}
     for row in rows:
-        info = infos[row["image_id"]]
-        s = score_synced(synced[info["id"]], truth_masks(gt, info))
+        s = score_synced(synced[row["image_id"]], truths[row["image_id"]])
         score = {k: score[k] + s[k] for k in score}
     return {"project": pid, "tasks": rows, "sync": counts, "score": score,
             "reattached_points": reattached(work_dir / "raw", synced)}
@@ -147,16 +147,13 @@ def reattached(raw_dir: Path, synced: dict) -> int:
     box's points (pixels where no surviving point lies) found among the synced points."""
     n = 0
     for f in raw_dir.glob("task_*.json"):
-        task = json.loads(f.read_text())
+        task = read_json(f)
         if not task.get("annotations") or not task.get("predictions"):
             continue
         w, h = task["data"]["width"], task["data"]["height"]
         _, points = regions(task["predictions"][0]["result"], w, h)
-        _, final = regions(task["annotations"][0]["result"], w, h)
-        final_boxes = {r["id"] for r in task["annotations"][0]["result"]
-                       if r["type"] == "rectanglelabels"}
-        gone = ({(int(x), int(y)) for k, (x, y, _) in points.items()
-                 if point_owner(k) not in final_boxes}
+        kept, final = regions(task["annotations"][0]["result"], w, h)
+        gone = ({(int(x), int(y)) for k, (x, y, _) in points.items() if point_owner(k) not in kept}
                 - {(int(x), int(y)) for x, y, _ in final.values()})
         n += sum(tuple(xy) in gone for a in synced.get(task["data"]["weakseg_image_id"], [])
                  for xy in a["point_coords"])

@@ -45,7 +45,8 @@ RULES = {
                          "maskrcnn.inference.max_per_image", "solo.self_training.max_per_image")},
     # what is counted
     "solo.rounds": COUNT, "points.n": COUNT, "points.versions": COUNT,
-    "annotation.points_per_box": COUNT, "annotation.min_score": _num(0), "baseline.options.colour_components.k": _int(2),
+    "annotation.points_per_box": COUNT, "annotation.min_score": _num(0),
+    "baseline.options.colour_components.k": _int(2),
     "freemask.maskcut.max_objects": COUNT,
     # choices
     "freemask.method": _one_of("freesolo", "maskcut"),
