@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf, open_dict
 
-from annotation.protocol import BOX, IMAGE, MASK, MODEL_MASK, box_result, point_result
+from annotation.protocol import (BOX, IMAGE, MASK, MODEL_MASK, box_result, point_result,
+                                 to_pixels)
 from pipeline.data.transforms import resized_shape, to_tensor
 from pipeline.errors import UserError
 
@@ -159,11 +160,10 @@ def drawn_boxes(context: dict | None) -> list[tuple[str, list[float], str]]:
         v = r.get("value") or {}
         try:
             w, h = float(r["original_width"]), float(r["original_height"])
-            x0, y0 = float(v["x"]) * w / 100, float(v["y"]) * h / 100
-            x1, y1 = x0 + float(v["width"]) * w / 100, y0 + float(v["height"]) * h / 100
+            x0, y0, bw, bh = to_pixels(v, w, h)
         except (KeyError, TypeError, ValueError):
             continue
-        boxes.append((r.get("origin"), (str(r.get("id") or "drawn"), [x0, y0, x1, y1],
+        boxes.append((r.get("origin"), (str(r.get("id") or "drawn"), [x0, y0, x0 + bw, y0 + bh],
                                         (v.get("rectanglelabels") or ["object"])[0])))
     manual = [b for origin, b in boxes if origin == "manual"]
     return manual[-1:] or [b for _, b in boxes][-1:]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.protocol import BACKGROUND, OBJECT, point_owner
+from annotation.protocol import BACKGROUND, OBJECT, point_owner, to_pixels
 
 
 def box_iou(a, b) -> float:
@@ -90,11 +90,10 @@ def regions(result: list[dict], width: int, height: int):
     for r in result:
         v = r["value"]
         if r["type"] == "rectanglelabels":
-            x, y = v["x"] * width / 100, v["y"] * height / 100
-            boxes[r["id"]] = (x, y, x + v["width"] * width / 100, y + v["height"] * height / 100)
+            x, y, w, h = to_pixels(v, width, height)
+            boxes[r["id"]] = (x, y, x + w, y + h)
         elif r["type"] == "keypointlabels":
-            points[r["id"]] = (v["x"] * width / 100, v["y"] * height / 100,
-                               v["keypointlabels"][0])
+            points[r["id"]] = (*to_pixels(v, width, height, ("x", "y")), v["keypointlabels"][0])
     return boxes, points
 
 

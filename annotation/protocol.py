@@ -81,6 +81,13 @@ def point_owner(rid: str) -> str | None:
     return (m.group(1) or m.group(2)) if m else None
 
 
+def to_pixels(value: dict, width: float, height: float, keys=("x", "y", "width", "height")):
+    """A Label Studio region value (percent of the image) -> the same keys in pixels (a point:
+    keys=("x", "y")). KeyError/TypeError/ValueError when one is missing or not a number."""
+    return tuple(float(value[k]) * (width if k in ("x", "width") else height) / 100
+                 for k in keys)
+
+
 def box_result(bbox, width, height, label: str, rid: str) -> dict:
     x, y, w, h = bbox
     return {"id": rid, "type": "rectanglelabels", "from_name": BOX, "to_name": IMAGE,
@@ -119,10 +126,9 @@ def results_to_instances(results: list[dict], width: int, height: int,
             w = float(r.get("original_width") or width)
             h = float(r.get("original_height") or height)
             if r.get("type") == "rectanglelabels":
-                x0, y0, bw, bh = (float(v[k]) * s / 100 for k, s in
-                                  (("x", w), ("y", h), ("width", w), ("height", h)))
+                x0, y0, bw, bh = to_pixels(v, w, h)
             elif r.get("type") == "keypointlabels":
-                px, py = float(v["x"]) * w / 100, float(v["y"]) * h / 100
+                px, py = to_pixels(v, w, h, ("x", "y"))
         except (KeyError, TypeError, ValueError):
             warnings.append(f"region {r.get('id')!r} has missing or non-numeric coordinates; "
                             f"skipped")
