@@ -71,6 +71,21 @@ def self_training_filter(coco: dict, st, width_of, previous: dict | None = None)
                      {"description": "weakseg pseudo-labels (self-supervised SOLO)"})
 
 
+def confident_targets(coco: dict, min_score: float, path) -> dict:
+    """The free masks scoring >= min_score. Low-scoring free masks are mostly background
+    pieces; as targets each one teaches the network that a piece of background is an object."""
+    if min_score <= 0:
+        return coco
+    kept = [a for a in coco["annotations"] if a.get("score", 1.0) >= min_score]
+    if not kept:
+        best = max(a.get("score", 1.0) for a in coco["annotations"])
+        raise UserError(f"no free mask in {path} scores >= solo.targets_min_score={min_score} "
+                        f"(the best scores {best:.3f}); lower the threshold")
+    log.info("round-1 targets: %d of %d free masks score >= %g", len(kept),
+             len(coco["annotations"]), min_score)
+    return dict(coco, annotations=kept)
+
+
 def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:
     """What a round's weights are made from: training settings, the targets' content, the
     training images, the backbone checkpoint and the weights it starts from."""
@@ -150,6 +165,7 @@ def run(cfg) -> dict:
     if not targets["annotations"]:
         raise UserError(f"{s.targets} holds no masks to learn from; check the free-mask stage "
                         f"(its filters may be too strict for this data)")
+    targets = confident_targets(targets, float(s.get("targets_min_score", 0.0)), s.targets)
     results, prev = {}, None
     for r in range(1, int(s.rounds) + 1):
         round_dir = out_dir / f"round{r}"

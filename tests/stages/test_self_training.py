@@ -52,3 +52,18 @@ def test_round_fingerprint_follows_targets_and_settings(tmp_path):
     assert key == round_fingerprint(same, 1, t1, None, split)         # no effect on weights
     (tmp_path / "imgs" / "a.png").write_bytes(b"other image")
     assert key != round_fingerprint(cfg, 1, t1, None, split)          # image replaced
+
+
+def test_round_one_learns_only_from_confident_free_masks():
+    import pytest
+    from pipeline.errors import UserError
+    from pipeline.stages.solo import confident_targets
+    images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 40}]
+    free = make_coco(images, [mask_to_annotation(box_mask(0, 0), 1, score=0.95, embedding=[1.0]),
+                              mask_to_annotation(box_mask(20, 0), 1, score=0.2, embedding=[2.0])])
+    kept = confident_targets(free, 0.7, "free.json")["annotations"]
+    assert [a["score"] for a in kept] == [0.95] and kept[0]["embedding"] == [1.0]
+    assert confident_targets(free, 0.0, "free.json") is free          # 0: every free mask
+    assert len(free["annotations"]) == 2                             # the input is untouched
+    with pytest.raises(UserError, match="free.json.*targets_min_score=0.99.*0.950"):
+        confident_targets(free, 0.99, "free.json")
