@@ -14,13 +14,24 @@ from pipeline.errors import UserError
 log = logging.getLogger(__name__)
 
 
+# annotation.queue -> Label Studio's task sampling. "uncertainty": the label stream serves
+# first the tasks whose prediction of the project's model version scores lowest (the mean
+# score of its masks), i.e. the images the pseudo-labels are least sure of
+QUEUES = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling",
+          "uniform": "Uniform sampling"}
+
+
 def get_or_create_project(client, title: str, category_names: list[str],
-                          points_per_box: int = 10, mask_overlay: bool = False) -> int:
+                          points_per_box: int = 10, mask_overlay: bool = False,
+                          queue: str = "sequential") -> int:
     """The project named `title`, created with our labeling config and instructions; an
-    existing one gets the current config and instructions (same labels, so annotations
-    made under the old layout stay valid)."""
+    existing one gets the current config, instructions and queue order (same labels, so
+    annotations made under the old layout stay valid)."""
+    if queue not in QUEUES:
+        raise UserError(f"annotation.queue={queue!r} unknown; use one of {', '.join(QUEUES)}")
     settings = dict(label_config=labeling_config(category_names, mask_overlay),
-                    expert_instruction=instructions(points_per_box), show_instruction=True)
+                    expert_instruction=instructions(points_per_box), show_instruction=True,
+                    sampling=QUEUES[queue])
     for p in client.projects.list():
         if p.title == title:
             try:

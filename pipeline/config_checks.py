@@ -55,6 +55,7 @@ RULES = {
     "solo.self_training.init": _one_of("previous", "backbone"),
     "solo.train.optimizer": _one_of("sgd", "adamw"),
     "pretrain.augment": _one_of("batch", "per_image"),
+    "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
     "model": _one_of("maskrcnn", "sparseinst"),
     # thresholds and fractions
     **{k: FRACTION for k in ("freemask.mask_threshold", "freemask.min_maskness",
@@ -62,7 +63,7 @@ RULES = {
                              "freemask.border_band_frac", "freemask.max_border_frac",
                              "solo.inference.score_threshold", "solo.inference.mask_threshold",
                              "solo.inference.update_threshold",
-                             "solo.self_training.score_threshold",
+                             "solo.self_training.score_threshold", "solo.targets_min_score",
                              "solo.self_training.keep_previous_iou",
                              "solo.self_training.max_box_width_frac",
                              "maskrcnn.inference.score_threshold",

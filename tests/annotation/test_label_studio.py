@@ -203,3 +203,40 @@ def test_sources_scored_by_synced_points_and_the_best_preannotates_the_rest(
     again = run_stage(sample_cfg("stage=annotate", *common, "annotation.source=best",
                                  run_name="annotate"))
     assert again["repredicted"] == 0                                     # a rerun adds nothing
+
+
+def test_uncertainty_queue_serves_least_certain_task_first(label_studio, gt, tiny_sample):
+    """annotation.queue=uncertainty: Label Studio's label stream serves first the task whose
+    pre-annotation (the project's model version) has the lowest mean score."""
+    import urllib.request
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"queue-{secrets.token_hex(4)}", ["object"],
+                                      queue="uncertainty")
+    coco = agnostic(gt)
+    order = [im["id"] for im in coco["images"]]
+    least = order[3]                                   # not the first imported
+    coco["annotations"] = [dict(a, score=0.2 if a["image_id"] == least else 0.9)
+                           for a in coco["annotations"]]
+    tasks.import_coco(client, pid, coco, tiny_sample / "sample" / "train", tiny_sample,
+                      n_points=2, model_version="pseudo-v1")
+    client.projects.update(pid, model_version="pseudo-v1")
+
+    def next_image(project):
+        req = urllib.request.Request(f"{label_studio.url}/api/projects/{project}/next",
+                                     headers={"Authorization": f"Token {label_studio.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)["data"]["weakseg_image_id"]
+    assert next_image(pid) == least
+    # a served task stays with its annotator, so the other order is asked of a new project
+    other = tasks.get_or_create_project(client, f"queue-{secrets.token_hex(4)}", ["object"],
+                                        queue="sequential")
+    tasks.import_coco(client, other, coco, tiny_sample / "sample" / "train", tiny_sample,
+                      n_points=2, model_version="pseudo-v1")
+    client.projects.update(other, model_version="pseudo-v1")
+    assert next_image(other) == order[0]
+    # an existing project takes the configured order
+    title = client.projects.get(pid).title
+    assert tasks.get_or_create_project(client, title, ["object"], queue="uniform") == pid
+    assert client.projects.get(pid).sampling == "Uniform sampling"
+    with pytest.raises(UserError, match="annotation.queue='random'"):
+        tasks.get_or_create_project(client, "x", ["object"], queue="random")
