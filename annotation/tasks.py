@@ -44,6 +44,20 @@ def get_or_create_project(client, title: str, category_names: list[str],
     return p.id
 
 
+def show_version(client, project: int, model_version: str) -> bool:
+    """Make the project show, and queue by, the predictions of `model_version`. False (with
+    a warning; the queue is then random) when Label Studio holds no prediction of it."""
+    try:
+        client.projects.update(project, model_version=model_version)
+        return True
+    except Exception as e:  # the SDK's ApiError, 400: "Model version doesn't exist ..."
+        if getattr(e, "status_code", None) != 400:
+            raise
+        log.warning("project %d: no prediction of model version %r yet; Label Studio orders "
+                    "its queue at random", project, model_version)
+        return False
+
+
 def ensure_local_storage(client, project: int, image_root: Path) -> None:
     """Label Studio serves /data/local-files/ only under a local storage of the project: add
     one for the image folder (never synced: tasks come from import_coco)."""
@@ -142,6 +156,6 @@ def repredict_unlabelled(client, project: int, coco: dict, n_points: int = 10, s
         client.predictions.create(task=task["id"], result=pred["result"], score=pred["score"],
                                   model_version=model_version)
         n += 1
-    client.projects.update(project, model_version=model_version)
+    show_version(client, project, model_version)
     log.info("pre-annotated %d unlabelled task(s) from %s", n, model_version)
     return n

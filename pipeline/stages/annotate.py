@@ -139,12 +139,13 @@ def run(cfg) -> dict:
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
                             n_points=int(a.points_per_box), seed=int(a.seed),
                             model_version=version)
-    client.projects.update(pid, model_version=version)  # the queue orders by its predictions
     if a.source == "best":
         res["repredicted"] = tasks.repredict_unlabelled(
             client, pid, coco, int(a.points_per_box), int(a.seed), version)
         print(f"\n{res['repredicted']} unlabelled task(s) now pre-annotated from {version} "
               f"({source})")
+    else:
+        tasks.show_version(client, pid, version)  # the queue orders by these predictions
     assistant = ensure_assistant(a, client, pid)
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
           f"({res['imported']} new tasks, {res['existing']} already there)\n"

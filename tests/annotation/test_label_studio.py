@@ -219,7 +219,8 @@ def test_uncertainty_queue_serves_least_certain_task_first(label_studio, gt, tin
                            for a in coco["annotations"]]
     tasks.import_coco(client, pid, coco, tiny_sample / "sample" / "train", tiny_sample,
                       n_points=2, model_version="pseudo-v1")
-    client.projects.update(pid, model_version="pseudo-v1")
+    assert not tasks.show_version(client, pid, "no-such-version")   # a warning, no error
+    assert tasks.show_version(client, pid, "pseudo-v1")
 
     def next_image(project):
         req = urllib.request.Request(f"{label_studio.url}/api/projects/{project}/next",
@@ -232,7 +233,7 @@ def test_uncertainty_queue_serves_least_certain_task_first(label_studio, gt, tin
                                         queue="sequential")
     tasks.import_coco(client, other, coco, tiny_sample / "sample" / "train", tiny_sample,
                       n_points=2, model_version="pseudo-v1")
-    client.projects.update(other, model_version="pseudo-v1")
+    tasks.show_version(client, other, "pseudo-v1")
     assert next_image(other) == order[0]
     # an existing project takes the configured order
     title = client.projects.get(pid).title
