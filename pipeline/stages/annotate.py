@@ -135,7 +135,7 @@ def run(cfg) -> dict:
     version, source, coco = annotation_source(cfg, split)
     names = [c["name"] for c in coco["categories"]]
     pid = tasks.get_or_create_project(client, a.project, names, int(a.points_per_box),
-                                      bool(a.assistant.mask_overlay), a.get("queue", "sequential"))
+                                      bool(a.assistant.mask_overlay), a.queue)
     res = tasks.import_coco(client, pid, coco, split.image_root, a.document_root,
                             n_points=int(a.points_per_box), seed=int(a.seed),
                             model_version=version)

@@ -165,7 +165,7 @@ def run(cfg) -> dict:
     if not targets["annotations"]:
         raise UserError(f"{s.targets} holds no masks to learn from; check the free-mask stage "
                         f"(its filters may be too strict for this data)")
-    targets = confident_targets(targets, float(s.get("targets_min_score", 0.0)), s.targets)
+    targets = confident_targets(targets, float(s.targets_min_score), s.targets)
     results, prev = {}, None
     for r in range(1, int(s.rounds) + 1):
         round_dir = out_dir / f"round{r}"
