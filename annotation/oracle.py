@@ -12,23 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from annotation.protocol import BACKGROUND, OBJECT, point_owner, to_pixels
 
 
-def box_iou(a, b) -> float:
-    """IoU of two xyxy boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match_boxes(boxes: list, truth: list, threshold: float = 0.5) -> dict[int, int]:
-    """Greedy one-to-one matching by box IoU (highest first): {box index: truth index}."""
-    pairs = sorted(((box_iou(b, t), i, j) for i, b in enumerate(boxes)
-                    for j, t in enumerate(truth)), reverse=True)
+    """Greedy one-to-one matching of xyxy boxes by IoU (highest first): {box index: truth
+    index}."""
+    if not boxes or not truth:
+        return {}
+    xywh = [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in [*boxes, *truth]]
+    iou = mask_utils.iou(xywh[:len(boxes)], xywh[len(boxes):], [0] * len(truth))
+    pairs = sorted(((float(iou[i, j]), i, j) for i in range(len(boxes))
+                    for j in range(len(truth))), reverse=True)
     out, used = {}, set()
     for iou, i, j in pairs:
         if iou < threshold:

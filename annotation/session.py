@@ -21,16 +21,18 @@ from annotation.browser import (Canvas, auto_annotation, carry_out, launch, logi
 from annotation.ml_backend import Backend, serve
 from annotation.server import free_port
 from annotation.oracle import plan_task, regions, score_synced
-from annotation.protocol import point_owner
-from pipeline.data.coco import annotations_by_image, decode_segmentation, load_coco
+from annotation.protocol import point_owner, to_pixels
+from pipeline.data.coco import (annotations_by_image, decode_segmentation, load_coco,
+                                 subset_images)
 from pipeline.io import read_json
 
 
-def truth_masks(gt: dict, info: dict) -> list[np.ndarray]:
-    """The image's ground-truth masks (crowd regions left out: no one boxes them)."""
+def truth_masks(anns: list[dict], info: dict) -> list[np.ndarray]:
+    """An image's ground-truth masks from its annotations (crowd regions left out: no one
+    boxes them)."""
     h, w = info["height"], info["width"]
     return [decode_segmentation(a["segmentation"], h, w).astype(bool)
-            for a in gt["annotations"] if a["image_id"] == info["id"] and not a.get("iscrowd")]
+            for a in anns if not a.get("iscrowd")]
 
 
 class RecordingBackend(Backend):
@@ -45,9 +47,8 @@ class RecordingBackend(Backend):
         out = []
         for r in (self.answer or {}).get("result", []):
             if r["type"] == "keypointlabels":
-                w, h = r["original_width"], r["original_height"]
-                out.append((r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
-                            r["value"]["keypointlabels"][0]))
+                out.append((*to_pixels(r["value"], r["original_width"], r["original_height"],
+                                       ("x", "y")), r["value"]["keypointlabels"][0]))
         self.answer = None
         return out
 
@@ -106,7 +107,8 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
 
     work_dir = Path(work_dir)
     infos = {im["id"]: im for im in gt["images"]}
-    truths = {i: truth_masks(gt, info) for i, info in infos.items()}   # decoded once
+    by_image = annotations_by_image(subset_images(gt, infos))   # gt may hold other images
+    truths = {i: truth_masks(by_image[i], info) for i, info in infos.items()}   # decoded once
     # the box labels are the pre-annotation's categories (as `make annotate` makes them);
     # scoring against the truth is class-agnostic
     names = [c["name"] for c in pre["categories"]]

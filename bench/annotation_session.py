@@ -39,10 +39,8 @@ AFTER_MIN_SCORE = 0.7
 
 
 def filtered(coco: dict, images: list[dict], min_score: float) -> dict:
-    keep = {im["id"] for im in images}
-    return dict(coco, images=images, annotations=[
-        a for a in coco["annotations"] if a["image_id"] in keep
-        and a.get("score", min_score) >= min_score])
+    from pipeline.data.coco import scored_at_least, subset_images
+    return scored_at_least(subset_images(coco, [im["id"] for im in images]), min_score)
 
 
 def plan_only(work: Path, root: Path, split: str, min_scores: list[float], points: int):
@@ -52,7 +50,7 @@ def plan_only(work: Path, root: Path, split: str, min_scores: list[float], point
     from annotation.oracle import plan_task
     from annotation.session import truth_masks
     from annotation.tasks import make_task
-    from pipeline.data.coco import annotations_by_image, load_coco
+    from pipeline.data.coco import annotations_by_image, load_coco, scored_at_least
 
     gt = load_coco(root / "sample" / "annotations" / f"instances_{split}.json")
     sources = {"free masks": work / "freemask" / f"free_masks_{split}.json",
@@ -65,15 +63,18 @@ def plan_only(work: Path, root: Path, split: str, min_scores: list[float], point
     print("| source | min score | boxes / image | edits mean | edits median | deleted boxes | "
           "flipped points | drawn boxes |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    gt_by_image = annotations_by_image(gt)
+    truths = {im["id"]: truth_masks(gt_by_image[im["id"]], im) for im in gt["images"]}
     for name, path in sources.items():
-        by = annotations_by_image(load_coco(path, name))
+        coco = load_coco(path, name)
         for low in min_scores:
+            by = annotations_by_image(scored_at_least(coco, low))
             rows = []
             for im in gt["images"]:
-                anns = [a for a in by.get(im["id"], []) if a.get("score", low) >= low]
+                anns = by.get(im["id"], [])
                 result = make_task(im, anns, "", points, 0, {1: "object"},
                                    "v")["predictions"][0]["result"]
-                p = plan_task(result, truth_masks(gt, im), im["width"], im["height"], points,
+                p = plan_task(result, truths[im["id"]], im["width"], im["height"], points,
                               np.random.default_rng([0, im["id"]]))
                 rows.append((len(anns), p.edits, len(p.delete), len(p.relabel), len(p.draw)))
             r = np.array(rows, float)

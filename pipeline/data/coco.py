@@ -168,6 +168,13 @@ def annotations_by_image(data: dict) -> dict[int, list[dict]]:
     return by
 
 
+def scored_at_least(data: dict, min_score: float) -> dict:
+    """Copy of `data` keeping the annotations scoring >= min_score; one without a score
+    (ground truth) stays."""
+    return dict(data, annotations=[a for a in data["annotations"]
+                                   if a.get("score", min_score) >= min_score])
+
+
 def subset_images(data: dict, image_ids: Iterable[int]) -> dict:
     keep = set(image_ids)
     out = dict(data)

@@ -15,7 +15,7 @@ from pathlib import Path
 from annotation import server as ls_server
 from annotation import tasks
 from annotation.client import connect
-from pipeline.data.coco import load_coco
+from pipeline.data.coco import load_coco, scored_at_least
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
 from pipeline.io import read_json, write_json
@@ -121,9 +121,8 @@ def annotation_source(cfg, split) -> tuple[str, str, dict]:
         version, source = best_source(Path(cfg.paths.work_dir) / "annotate_sync")
     coco = split.coco if source == "gt" else load_coco(source, "annotation.source")
     low = float(cfg.annotation.get("min_score", 0.0))
-    if low > 0:  # a box with no score (ground truth) is always kept
-        coco = dict(coco, annotations=[a for a in coco["annotations"]
-                                       if a.get("score", low) >= low])
+    if low > 0:
+        coco = scored_at_least(coco, low)
     return version, source, coco
 
 

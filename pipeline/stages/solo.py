@@ -15,7 +15,8 @@ import torch
 from pycocotools import mask as mask_utils
 
 from pipeline import dist
-from pipeline.data.coco import load_coco, make_coco, pycocotools_rle, save_coco
+from pipeline.data.coco import (load_coco, make_coco, pycocotools_rle, save_coco,
+                                 scored_at_least)
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank, pad_batch
 from pipeline.data.loader import BatchLoader
@@ -76,14 +77,14 @@ def confident_targets(coco: dict, min_score: float, path) -> dict:
     pieces; as targets each one teaches the network that a piece of background is an object."""
     if min_score <= 0:
         return coco
-    kept = [a for a in coco["annotations"] if a.get("score", 1.0) >= min_score]
-    if not kept:
+    kept = scored_at_least(coco, min_score)
+    if not kept["annotations"]:
         best = max(a.get("score", 1.0) for a in coco["annotations"])
         raise UserError(f"no free mask in {path} scores >= solo.targets_min_score={min_score} "
                         f"(the best scores {best:.3f}); lower the threshold")
-    log.info("round-1 targets: %d of %d free masks score >= %g", len(kept),
+    log.info("round-1 targets: %d of %d free masks score >= %g", len(kept["annotations"]),
              len(coco["annotations"]), min_score)
-    return dict(coco, annotations=kept)
+    return kept
 
 
 def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:

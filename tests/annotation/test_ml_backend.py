@@ -191,7 +191,7 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
     from annotation import ml_backend
     from annotation import sync as ls_sync
     from pipeline.data.coco import load_coco
-    from annotation.browser import image_box
+    from annotation.browser import auto_annotation, image_box
     from tests.annotation.test_browser import CHROMIUM, labeling_page
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian chromium is required (`make test` installs it)")
@@ -215,8 +215,7 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
         box = (40, 40, 100, 90)                                    # x0, y0, x1, y1 in pixels
         with sync_playwright() as p, labeling_page(p, label_studio, res["project"], tid,
                                                    tmp_path, height=1200) as page:
-            page.get_by_test_id("bottombar-auto-annotation-toggle").check()
-            page.get_by_test_id("bottombar-auto-accept-toggle").check()
+            auto_annotation(page)
             bb = image_box(page)
 
             def screen(x, y):

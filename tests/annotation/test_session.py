@@ -64,7 +64,7 @@ def test_scripted_annotation_run_makes_every_label_right(label_studio, tiny_samp
     for im in images:
         h, w = im["height"], im["width"]
         anns = [a for a in gt["annotations"] if a["image_id"] == im["id"]]
-        masks = session.truth_masks(dict(gt, annotations=anns), im)
+        masks = session.truth_masks(anns, im)
         shifted = np.roll(masks[0], 6, axis=1)
         fake = np.zeros((h, w), bool)
         fake[h - 20:h - 4, 4:20] = True
