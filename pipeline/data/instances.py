@@ -1,8 +1,9 @@
 """Training batches of images with instance targets (masks and/or points), seeded per iteration.
 
 One loader for every instance-segmentation trainer (SOLO on pseudo-masks, Mask R-CNN on
-masks or points). Augmentation moves masks, boxes and points together: a horizontal flip
-and a resize of the short side to one of `train_sizes`.
+masks or points). Augmentation moves masks, boxes and points together: a horizontal flip,
+a resize of the short side to one of `train_sizes`, and optionally a scale jitter that zooms
+the content in or out inside a canvas of that size.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from pipeline.data.coco import annotations_by_image, decode_segmentation
 from pipeline.data.datasets import Split
 from pipeline.data.sampling import epoch_index, read_or_skip
+from pipeline.data.strong_views import masks_to_boxes
 from pipeline.data.transforms import resized_shape
 from pipeline.errors import UserError
 
@@ -110,10 +112,13 @@ class InstanceBank:
 
     def batch(self, it: int, size: int, seed: int, train_sizes=(0,), max_size: int = 0,
               flip: bool = True, rank: int = 0, world: int = 1,
-              sample_points: int = 0) -> list[dict]:
+              sample_points: int = 0, scale_jitter=(1.0, 1.0),
+              letterbox: bool = False) -> list[dict]:
         """The augmented samples of iteration `it` (same `it` -> same batch, for resume);
         sample_points > 0: that many of each instance's points, drawn per instance from
-        (seed, it, rank, slot), never from the global RNG."""
+        (seed, it, rank, slot), never from the global RNG; scale_jitter (lo, hi) != (1, 1):
+        the content zoomed by a factor drawn log-uniformly from [lo, hi] (see `jitter`);
+        letterbox: the size drawn from train_sizes is the longer side's (max_size unused)."""
         out, misses = [], 0
         pos = (it * world + rank) * size
         while len(out) < size:
@@ -127,7 +132,12 @@ class InstanceBank:
                 continue
             rng = np.random.default_rng([seed, it, rank, len(out)])
             short = int(rng.choice(list(train_sizes)))
-            sample = self.augment(rec, short, max_size, flip and rng.random() < 0.5)
+            sample = self.augment(rec, short, short if letterbox else max_size,
+                                  flip and rng.random() < 0.5)
+            lo, hi = (float(v) for v in scale_jitter)
+            if (lo, hi) != (1.0, 1.0):  # drawn only when on: batches without it stay as they were
+                sample = jitter(sample, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                                (float(rng.random()), float(rng.random())))
             if sample_points and "points" in sample and sample["points"].shape[1] > sample_points:
                 keep = torch.from_numpy(np.stack([rng.permutation(sample["points"].shape[1])
                                                   [:sample_points] for _ in sample["points"]]))
@@ -164,15 +174,76 @@ class InstanceBank:
         return out
 
 
-def pad_batch(samples: list[dict], divisor: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack images into (B, 3, H, W) padded to a multiple of `divisor`; also a valid mask."""
+def jitter(sample: dict, factor: float, where: tuple[float, float]) -> dict:
+    """Zoom the content by `factor` inside a canvas of the sample's size (Large Scale Jitter,
+    Ghiasi et al., CVPR 2021, Sec. 3): < 1 shrinks it onto a mean-colour canvas, > 1 crops a
+    window; `where` (y, x) in [0, 1) places it in the free room. Objects change their size
+    relative to the image, so a model cannot find them by image-relative position alone
+    (SOLO's CoordConv); instances cropped out entirely are dropped."""
+    image = sample["image"]
+    h, w = image.shape[1:]
+    ch, cw = max(1, round(h * factor)), max(1, round(w * factor))
+    oy, ox = round((h - ch) * where[0]), round((w - cw) * where[1])  # content's top-left
+    sy, sx = ch / h, cw / w
+
+    def place(content: torch.Tensor, fill) -> torch.Tensor:
+        canvas = fill.expand(content.shape[0], h, w).clone()
+        y0, x0 = max(oy, 0), max(ox, 0)
+        y1, x1 = min(oy + ch, h), min(ox + cw, w)
+        canvas[:, y0:y1, x0:x1] = content[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        return canvas
+
+    content = F.interpolate(image[None], size=(ch, cw), mode="bilinear", align_corners=False,
+                            antialias=factor < 1)[0]
+    out = dict(sample, image=place(content, image.mean((1, 2))[:, None, None]))
+    shift = torch.tensor([ox, oy, ox, oy], dtype=torch.float32)
+    boxes = (sample["boxes"] * torch.tensor([sx, sy, sx, sy]) + shift)
+    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                         boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
+    keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+    if "masks" in sample:
+        masks = place(flip_resize_masks(sample["masks"], (ch, cw), False),
+                      torch.zeros((), dtype=torch.bool))
+        keep &= masks.flatten(1).any(1)
+        out["masks"] = masks[keep]
+        boxes[keep] = masks_to_boxes(out["masks"]) if keep.any() else boxes[keep]
+    if "points" in sample:
+        pts = sample["points"] * torch.tensor([sx, sy]) + torch.tensor([float(ox), float(oy)])
+        lab = sample["point_labels"].clone()
+        lab[(pts[..., 0] < 0) | (pts[..., 0] > w) | (pts[..., 1] < 0) | (pts[..., 1] > h)] = -1
+        out["points"], out["point_labels"] = pts[keep], lab[keep]
+    out["boxes"], out["labels"] = boxes[keep], sample["labels"][keep]
+    if "embeddings" in sample:
+        out["embeddings"] = sample["embeddings"][keep]
+    return out
+
+
+def pad_batch(samples: list[dict], divisor: int = 32,
+              square: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images into (B, 3, H, W) padded to a multiple of `divisor`; also a valid mask.
+    square: H = W, the padding in each image's mean colour (see `pad_square`)."""
     hs = max(s["image"].shape[1] for s in samples)
     ws = max(s["image"].shape[2] for s in samples)
     hs, ws = -(-hs // divisor) * divisor, -(-ws // divisor) * divisor
+    if square:
+        hs = ws = max(hs, ws)
     images = torch.zeros(len(samples), 3, hs, ws)
     valid = torch.zeros(len(samples), hs, ws, dtype=torch.bool)
     for i, s in enumerate(samples):
         h, w = s["image"].shape[1:]
+        if square:
+            images[i] = s["image"].mean((1, 2))[:, None, None]
         images[i, :, :h, :w] = s["image"]
         valid[i, :h, :w] = True
     return images, valid
+
+
+def pad_square(batch: torch.Tensor, divisor: int = 32) -> torch.Tensor:
+    """(B, 3, h, w) -> (B, 3, S, S), S the longer side rounded up to `divisor`, padded right
+    and bottom in each image's mean colour. SOLO divides the input into S x S grid cells
+    whatever its shape: on a square canvas the cells stay square, so a model trained on
+    square images does not meet squashed cells on a tall or wide one."""
+    s = -(-max(batch.shape[-2:]) // divisor) * divisor
+    out = batch.mean((2, 3), keepdim=True).expand(-1, -1, s, s).clone()
+    out[..., :batch.shape[-2], :batch.shape[-1]] = batch
+    return out

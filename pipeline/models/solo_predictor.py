@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from pipeline.data.coco import mask_to_annotation
+from pipeline.data.instances import pad_square
 from pipeline.models.backbone import normalize
 from pipeline.models.free_mask import grey_guide, upsample_masks
 from pipeline.models.predictor import BatchPredictor, dataclass_from
@@ -15,13 +16,18 @@ class SoloPredictor(BatchPredictor):
 
     def __init__(self, model: SOLOv2, cfg, device):
         c = cfg.inference
-        super().__init__(device, c.batch_size, c.short_side, c.max_size)
+        # letterbox: the longer side to short_side, the canvas a square of that size
+        super().__init__(device, c.batch_size, c.short_side,
+                         c.short_side if cfg.letterbox else c.max_size)
         self.model, self.cfg = model.eval(), cfg
         self.params = dataclass_from(InferenceParams, c)
 
     def forward(self, batch, shape):
-        hp, wp = [-(-d // 32) * 32 for d in shape]
-        batch = F.pad(batch, (0, wp - shape[1], 0, hp - shape[0]))
+        if self.cfg.letterbox:
+            batch = pad_square(batch)
+        else:
+            hp, wp = [-(-d // 32) * 32 for d in shape]
+            batch = F.pad(batch, (0, wp - shape[1], 0, hp - shape[0]))
         out = self.model(normalize(batch.to(self.device)))
         return (solo_predict(self.model, out, i, self.params) for i in range(len(batch)))
 

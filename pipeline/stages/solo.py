@@ -93,7 +93,7 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
     s = cfg.solo
     model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
              s.head_convs, s.mask_channels, s.get("mask_branch_channels"), s.num_classes,
-             cfg.backbone]
+             s.letterbox, cfg.backbone]
     return fingerprint([settings(n) for n in model], cfg.seed, r,
                        file_identity(cfg.backbone.get("weights")), file_identity(init_from),
                        targets["annotations"],
@@ -133,7 +133,8 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
 
     def make(it):
         samples = bank.batch(it, t.batch_size, cfg.seed + 1000 * r, t.sizes, t.max_size,
-                             flip=True, rank=rank, world=world)
+                             flip=True, rank=rank, world=world, scale_jitter=t.scale_jitter,
+                             letterbox=s.letterbox)
         if paste or strong:  # FreeSOLO's views: pasted instances, strong view for the net
             samples = training_views(samples, [cfg.seed, r, it, rank], paste, strong)
         return samples
@@ -141,8 +142,9 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
 
     def step(m, it):
         samples = batches(it)
-        images, valid = pad_batch(samples)
-        net_in = pad_batch([dict(x, image=x["strong"]) for x in samples])[0] if strong \
+        images, valid = pad_batch(samples, square=s.letterbox)
+        net_in = pad_batch([dict(x, image=x["strong"]) for x in samples],
+                           square=s.letterbox)[0] if strong \
             else images
         out = m(normalize(net_in.to(device)))
         # the colour-affinity loss reads the weak view: the image's own colours
@@ -177,7 +179,8 @@ def run(cfg) -> dict:
         model = train_round(cfg, r, targets, round_dir, init, device)
         prev = round_dir / "model.pt"
         predictor = SoloPredictor(model, s, device)
-        key = [settings(s.inference, BATCHING), stamp_of(round_dir)]  # the weights' own fingerprint
+        # the inference settings and the weights' own fingerprint
+        key = [settings(s.inference, BATCHING), s.letterbox, stamp_of(round_dir)]
         for split_name in dict.fromkeys([s.train_split, *s.eval_splits]):
             split = get_split(cfg.dataset, split_name)
             out_json = round_dir / f"predictions_{split_name}.json"

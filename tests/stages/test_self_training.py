@@ -47,6 +47,9 @@ def test_round_fingerprint_follows_targets_and_settings(tmp_path):
     assert key != round_fingerprint(cfg, 2, t1, None, split)
     other = make_cfg(tmp_path, "backbone.weights=null", "solo.loss.dice=0.5")
     assert key != round_fingerprint(other, 1, t1, None, split)        # other loss settings
+    for changed in ("solo.letterbox=true", "solo.train.scale_jitter=[0.5,1.5]"):
+        assert key != round_fingerprint(make_cfg(tmp_path, "backbone.weights=null", changed),
+                                        1, t1, None, split), changed
     same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3",
                     "solo.train.log_every=7")
     assert key == round_fingerprint(same, 1, t1, None, split)         # no effect on weights
