@@ -47,7 +47,8 @@ def test_round_fingerprint_follows_targets_and_settings(tmp_path):
     assert key != round_fingerprint(cfg, 2, t1, None, split)
     other = make_cfg(tmp_path, "backbone.weights=null", "solo.loss.dice=0.5")
     assert key != round_fingerprint(other, 1, t1, None, split)        # other loss settings
-    for changed in ("solo.letterbox=true", "solo.train.scale_jitter=[0.5,1.5]"):
+    for changed in (f"solo.letterbox={not cfg.solo.letterbox}",
+                    "solo.train.scale_jitter=[0.7,1.3]"):
         assert key != round_fingerprint(make_cfg(tmp_path, "backbone.weights=null", changed),
                                         1, t1, None, split), changed
     same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3",
