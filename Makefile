@@ -10,7 +10,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 # Hydra sweeps: -m must come before every override, ARGS included
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
-.PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-seeds annotate annotate-sync label-studio \
+.PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-more compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs
 
 # Label Studio: a local default token unless you set your own in the environment
@@ -56,35 +56,41 @@ sparseinst: $(STAMP)
 free-masks: $(STAMP)
 	$(RUN) stage=freemask
 
-# Mask AP vs annotation cost: one sweep over supervision levels, one over points per
-# instance, then the table and plot. A rerun runs each job again, reusing its weights and
-# shards only when made from the same inputs; a failed job is reported in the table, and the
-# target still fails at the end so CI notices.
-# Parallel: ARGS="hydra/launcher=joblib"; Slurm: ARGS="hydra/launcher=slurm_gpu ..."
-# Every model is class-agnostic (supervision.agnostic=true), like the label-free rows.
+# Mask AP vs annotation cost: one sweep over the supervision levels, then the table and
+# plot. A rerun runs each job again, reusing its weights and shards only when made from the
+# same inputs; a failed job is reported in the table, and the target still fails at the end
+# so CI notices. Every model is class-agnostic (supervision.agnostic=true), like the
+# label-free rows. Jobs run $(PARALLEL_JOBS) at a time, one thread each (PARALLEL_JOBS=1:
+# one after another); a launcher in ARGS (Slurm: ARGS="hydra/launcher=slurm_gpu ...")
+# replaces that.
+PARALLEL_JOBS ?= 2
+PARALLEL := $(if $(findstring hydra/launcher,$(ARGS)),,$(if $(filter-out 1,$(PARALLEL_JOBS)),\
+	hydra/launcher=joblib hydra.launcher.n_jobs=$(PARALLEL_JOBS) hardware.threads=1))
 compare: pseudo-labels
-	$(SWEEP) stage=maskrcnn supervision=full,points,free_masks,solo supervision.agnostic=true \
-		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=maskrcnn supervision=points supervision.agnostic=true supervision.points=1,3 \
-		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
-		|| echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=full,points,free_masks,solo \
+		supervision.agnostic=true || echo FAILED > .compare-failed
+	$(RUN) stage=compare
+	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
+
+# More rows in the same table: points per instance (1, 3) and SparseInst, the NMS-free
+# student, on full masks and points.
+compare-more: compare
+	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=points supervision.agnostic=true \
+		supervision.points=1,3 || echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=student model=sparseinst supervision=full,points \
+		supervision.agnostic=true || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
 # The headline rows over seeds 0,1,2 (mean ± sd in the same table): SOLO rounds, Mask R-CNN
 # and SparseInst full/points. Seed 0 is the run above (reused when made from the same inputs).
 compare-seeds: pseudo-labels
-	$(SWEEP) stage=solo seed=1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
+	$(SWEEP) $(PARALLEL) stage=solo seed=1,2 'hydra.sweep.dir=$${paths.work_dir}/seeds/solo' \
 		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=maskrcnn supervision=full,points supervision.agnostic=true \
-		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=maskrcnn supervision=full,points supervision.agnostic=true seed=1,2 \
-		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
-		|| echo FAILED > .compare-failed
-	$(SWEEP) stage=student model=sparseinst supervision=full,points supervision.agnostic=true \
-		seed=1,2 || echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=full,points supervision.agnostic=true \
+		seed=0,1,2 || echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=student model=sparseinst supervision=full,points \
+		supervision.agnostic=true seed=0,1,2 || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 

@@ -119,10 +119,15 @@ def test_real_sweep_reports_failed_job_and_reuses_finished_work(tmp_path, tiny_s
     assert "free_masks_train.json" in (job("supervision=free_masks") / "error.txt").read_text()
     model = job("supervision=full") / "model.pt"
     stamp = model.stat().st_mtime_ns
-    again = subprocess.run(sweep_cmd(tiny_sample, out, "supervision=full"), env=env, cwd=ROOT,
-                           capture_output=True, text=True)
+    # as `make compare` runs it: jobs in parallel, one thread each; the job folder (named
+    # without the launcher's and the threads' overrides) is the one made above
+    again = subprocess.run(sweep_cmd(tiny_sample, out, "supervision=full,points",
+                                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                     "hardware.threads=1"),
+                           env=env, cwd=ROOT, capture_output=True, text=True)
     log = again.stdout + again.stderr
     assert again.returncode == 0 and "already trained" in log, log[-2000:]
+    assert log.count("already trained") == 2, log[-2000:]
     assert "resuming: 1 of 1 shards already done" in log  # same inputs: nothing recomputed
     assert model.stat().st_mtime_ns == stamp
     res = subprocess.run([sys.executable, "-m", "pipeline", "stage=compare",
