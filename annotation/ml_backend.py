@@ -14,8 +14,10 @@ label-studio-ml-backend is only installable from its git repository.
   each a box, its points and its mask; the prediction's score is the model's mean certainty,
   so sorting the queue by it puts the tasks the model knows least first.
 - After every `retrain_every` submitted annotations, `retrain_command` runs in the background
-  (e.g. sync the points and fine-tune the point model); a newer model.pt is picked up at the
-  next request and its tasks are predicted again by Label Studio (new model version).
+  (one at a time); `builtin` (annotation/retrain.py) syncs the points, fine-tunes the served
+  model on them into a new run folder, points `ml_backend/serving.json` at it and pre-annotates
+  the unlabelled tasks again. The backend serves the folder serving.json names (else run_dir)
+  and reloads when it or its model.pt changes (a new model version for Label Studio).
 
     python -m annotation.ml_backend --run-dir outputs/cpu_sample/maskrcnn_points \
         --document-root data --port 9090
@@ -74,11 +76,12 @@ class Backend:
         self.retrain_runs: list[subprocess.Popen] = []
 
     def model(self) -> Assistant:
-        mtime = (self.run_dir / "model.pt").stat().st_mtime if \
-            (self.run_dir / "model.pt").is_file() else None
+        run_dir = serving_dir(self.run_dir)
+        weights = run_dir / "model.pt"
+        key = (run_dir, weights.stat().st_mtime if weights.is_file() else None)
         with self._lock:
-            if self._model is None or mtime != self._mtime:
-                self._model, self._mtime = Assistant(self.run_dir, self.device), mtime
+            if self._model is None or key != self._mtime:
+                self._model, self._mtime = Assistant(run_dir, self.device), key
                 log.info("serving %s", self._model.version)
             return self._model
 
@@ -125,8 +128,12 @@ class Backend:
                                     "task": (event.get("task") or {}).get("id")}) + "\n")
             if action == "ANNOTATION_CREATED":
                 self.submitted += 1
-                if self.retrain_every and self.retrain_command and \
-                        self.submitted % self.retrain_every == 0:
+                due = self.retrain_every and self.retrain_command and \
+                    self.submitted % self.retrain_every == 0
+                if due and self.retrain_runs and self.retrain_runs[-1].poll() is None:
+                    log.info("%d annotations submitted; the last retraining still runs: not "
+                             "started again", self.submitted)
+                elif due:
                     log.info("%d annotations submitted: %s", self.submitted,
                              self.retrain_command)
                     with open(self.state_dir / "retrain.log", "ab") as out:
@@ -134,6 +141,18 @@ class Backend:
                             self.retrain_command, shell=True, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True))
         return {"status": "ok", "submitted": self.submitted}
+
+
+def serving_dir(run_dir) -> Path:
+    """The run folder to serve: the one `run_dir/ml_backend/serving.json` names (written by
+    a retraining), else run_dir itself."""
+    pointer = Path(run_dir) / "ml_backend" / "serving.json"
+    if pointer.is_file():
+        served = Path(json.loads(pointer.read_text())["run_dir"])
+        if (served / "model.pt").is_file():
+            return served
+        log.warning("%s names %s, which has no model.pt; serving %s", pointer, served, run_dir)
+    return Path(run_dir)
 
 
 def box_certainty(prob: np.ndarray, box) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -55,6 +56,21 @@ def assistant_run_dir(url: str) -> str | None:
         return None
 
 
+def retrain_command(s) -> str | None:
+    """The assistant's retraining command: `builtin` is annotation/retrain.py with this run's
+    own command-line overrides (the same experiment, data and output folders)."""
+    if s.retrain_command != "builtin":
+        return str(s.retrain_command)
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized():
+        log.warning("annotation.assistant.retrain_command=builtin needs the command line "
+                    "(`make annotate`, python -m pipeline stage=annotate ...): no retraining")
+        return None
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if not o.startswith(("stage=", "run_name="))]
+    return shlex.join([sys.executable, "-m", "annotation.retrain", *overrides])
+
+
 def ensure_assistant(a, client, pid: int) -> str | None:
     """Start the ML backend (unless it answers already) and connect it to the project as an
     interactive backend. None, with a line saying why, when there is no trained model yet."""
@@ -77,10 +93,10 @@ def ensure_assistant(a, client, pid: int) -> str | None:
         cmd = [sys.executable, "-m", "annotation.ml_backend", "--run-dir", str(run_dir),
                "--document-root", str(a.document_root), "--host", str(a.host),
                "--port", str(s.port), "--points", str(a.points_per_box),
-               "--score-threshold", str(s.score_threshold),
-               "--retrain-every", str(s.retrain_every)]
-        if s.retrain_command:
-            cmd += ["--retrain-command", str(s.retrain_command)]
+               "--score-threshold", str(s.score_threshold)]
+        command = retrain_command(s) if s.retrain_every and s.retrain_command else None
+        if command:
+            cmd += ["--retrain-every", str(s.retrain_every), "--retrain-command", command]
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)

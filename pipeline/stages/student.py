@@ -61,6 +61,24 @@ def model_name(cfg) -> str:
     return name
 
 
+def load_init(model, path, device) -> None:
+    """Start from a whole trained model of the same kind (its model.pt). Tensors whose shape
+    differs (the class-specific predictors, when the class count changes) keep their fresh
+    initialisation, as detectron2 does when fine-tuning to other classes."""
+    if not Path(path).is_file():
+        raise UserError(f"train.init: {path} not found (a finished run's model.pt)")
+    state, own = torch.load(path, map_location=device, weights_only=True), model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(fits) < len(own) // 2:
+        raise UserError(f"train.init: {path} is not a checkpoint of this model ({len(fits)} of "
+                        f"{len(own)} tensors fit)")
+    skipped = sorted(set(own) - set(fits))
+    if skipped:
+        log.warning("train.init: %d tensor(s) of another shape or missing, left as initialised: "
+                    "%s", len(skipped), ", ".join(skipped))
+    model.load_state_dict(fits, strict=False)
+
+
 def weights_fingerprint(cfg, split, targets) -> str:
     """What the trained weights are made from: model and training settings, the supervision
     (its settings and the targets' content: masks or points), the training images, the
@@ -69,6 +87,9 @@ def weights_fingerprint(cfg, split, targets) -> str:
     model = {k: v for k, v in settings(cfg[name]).items() if k not in ("inference", "eval_splits")}
     # Mask R-CNN's fingerprint is kept as it was before SparseInst joined (its weights stay valid)
     extra = () if name == "maskrcnn" else (name,)
+    init = model["train"].pop("init", None)  # no init: the fingerprint as before the key came
+    if init:
+        extra += (file_identity(init),)
     return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
                        settings(cfg.backbone), cfg.seed,
                        file_identity(cfg.backbone.get("weights")),
@@ -100,6 +121,8 @@ def run(cfg) -> dict:
         model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
         log.info("already trained: %s", final)
     else:
+        if node.train.init:  # fine-tuning (e.g. the labelling assistant on new points)
+            load_init(model, node.train.init, device)
         bank = InstanceBank(split, targets, category_map=cat_map, cache=node.train.cache_images)
         t = node.train
         opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])

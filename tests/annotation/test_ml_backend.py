@@ -253,3 +253,69 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
         assert len(inst["point_labels"]) == 5
     finally:
         assert ml_backend.stop(point_model)
+
+
+@pytest.mark.e2e
+def test_builtin_retraining_serves_a_fine_tuned_model_and_repredicts_the_rest(
+        label_studio, tiny_sample, point_model, monkeypatch, tmp_path):
+    """annotation.assistant.retrain_command=builtin: 3 of 8 tasks annotated -> sync, the served
+    model fine-tuned on their points into a new folder, served from then on, and the 5
+    unlabelled tasks pre-annotated again by it; the 3 done are not touched."""
+    import shutil
+    from annotation import simulate
+    from annotation.ml_backend import Backend, serving_dir
+    from annotation.retrain import compose_stage, retrain
+    from pipeline.data.coco import load_coco
+    from tests.conftest import TINY_SAMPLE
+    monkeypatch.setenv("LABEL_STUDIO_API_TOKEN", label_studio.token)
+    served = tmp_path / "served"          # a copy: the module's model stays as it is
+    served.mkdir()
+    for f in ("model.pt", "config.yaml"):
+        shutil.copy(point_model / f, served / f)
+    port = label_studio.url.rsplit(":", 1)[1]
+    overrides = [f"paths.data_dir={tiny_sample}", *TINY_SAMPLE,
+                 f"paths.output_dir={tmp_path / 'outputs'}", f"annotation.port={port}",
+                 "annotation.source=gt", "annotation.points_per_box=5",
+                 "annotation.start_server=false", "annotation.assistant.enabled=false",
+                 f"annotation.project=retrain-{secrets.token_hex(3)}",
+                 f"annotation.assistant.run_dir={served}", "annotation.assistant.retrain_iter=2",
+                 "backbone.weights=null", "maskrcnn.train.batch_size=2"]
+    res = run_stage(compose_stage(overrides, "stage=annotate", "run_name=annotate"))
+    client = connect(label_studio.url, label_studio.token)
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    assert simulate.annotate_all(client, res["project"], gt, limit=3) == 3
+    before = Backend(served, tiny_sample).model().version
+
+    out = retrain(overrides)
+    assert out["images"] == 3 and out["repredicted"] == 5
+    new = Path(out["run_dir"])
+    assert (new / "model.pt").is_file() and new.parent.name == "served_retrain"
+    assert serving_dir(served) == new.resolve()
+    backend = Backend(served, tiny_sample)      # what a running backend serves next
+    assert backend.model().version == out["version"] != before
+    assert out["version"].startswith(new.name)
+    versions = {}
+    for t in client.tasks.list(project=res["project"], fields="all"):
+        t = t.model_dump(mode="json")
+        versions.setdefault(bool(t["annotations"]), []).append(
+            {p["model_version"] for p in t["predictions"]})
+    assert len(versions[False]) == 5 and all(out["version"] in v for v in versions[False])
+    assert len(versions[True]) == 3 and all(out["version"] not in v for v in versions[True])
+    assert client.projects.get(res["project"]).model_version == out["version"]
+    # the fine-tuned weights started from the served ones (init), not from scratch
+    assert f"init: {served / 'model.pt'}" in (new / "config.yaml").read_text()
+
+
+def test_a_retraining_still_running_is_not_started_again(tmp_path):
+    from annotation.ml_backend import Backend
+    backend = Backend(tmp_path, tmp_path, retrain_every=1,
+                      retrain_command=f"sleep 30; touch {tmp_path / 'late'}")
+    try:
+        for _ in range(3):
+            backend.webhook({"action": "ANNOTATION_CREATED", "task": {"id": 1}})
+        assert backend.submitted == 3 and len(backend.retrain_runs) == 1
+    finally:
+        import os
+        import signal
+        for p in backend.retrain_runs:
+            os.killpg(p.pid, signal.SIGKILL)

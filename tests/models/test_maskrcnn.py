@@ -83,3 +83,30 @@ def overfit(supervision, steps=30):
 def test_points_overfit_one_image():
     losses, iou = overfit("points", steps=40)
     assert "loss_mask" in losses and iou > 0.6
+
+
+def test_fine_tuning_init_keeps_what_fits_and_refuses_another_model(tmp_path):
+    """maskrcnn.train.init: a model of 5 classes starts a 1-class model (the class-specific
+    predictors stay fresh, as detectron2 fine-tunes); a checkpoint of another model is an error."""
+    import pytest
+    import torch
+    from pipeline.errors import UserError
+    from pipeline.models.students import MaskRCNNStudent
+    from pipeline.stages.student import load_init
+    from tests.conftest import make_cfg
+    cfg = make_cfg(tmp_path, "backbone.weights=null")
+    torch.manual_seed(0)
+    five = MaskRCNNStudent(cfg, 5).model
+    torch.save(five.state_dict(), tmp_path / "five.pt")
+    torch.manual_seed(1)
+    one = MaskRCNNStudent(cfg, 1).model
+    fresh = one.roi_heads.box_predictor.cls_score.weight.clone()
+    load_init(one, tmp_path / "five.pt", "cpu")
+    key = "backbone.body.conv1.weight"
+    assert torch.equal(one.state_dict()[key], five.state_dict()[key])
+    assert torch.equal(one.roi_heads.box_predictor.cls_score.weight, fresh)
+    torch.save({"other.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a checkpoint of this model"):
+        load_init(one, tmp_path / "other.pt", "cpu")
+    with pytest.raises(UserError, match="not found"):
+        load_init(one, tmp_path / "absent.pt", "cpu")
