@@ -174,6 +174,13 @@ class InstanceBank:
         return out
 
 
+def mean_colour(image: torch.Tensor) -> torch.Tensor:
+    """(3, h, w) -> (3, 1, 1) mean colour, rounded to a whole value: a float32 mean depends on
+    how many threads summed it, and batches made in loader workers must equal those made in
+    the training thread (exact resume)."""
+    return image.double().mean((-2, -1)).round().to(image.dtype)[..., None, None]
+
+
 def jitter(sample: dict, factor: float, where: tuple[float, float]) -> dict:
     """Zoom the content by `factor` inside a canvas of the sample's size (Large Scale Jitter,
     Ghiasi et al., CVPR 2021, Sec. 3): < 1 shrinks it onto a mean-colour canvas, > 1 crops a
@@ -193,9 +200,12 @@ def jitter(sample: dict, factor: float, where: tuple[float, float]) -> dict:
         canvas[:, y0:y1, x0:x1] = content[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         return canvas
 
+    # the antialiased kernel also when enlarging (where it is plain bilinear): torch's other
+    # bilinear path gives results that depend on the thread count, and batches made in loader
+    # workers must equal those made in the training thread (exact resume)
     content = F.interpolate(image[None], size=(ch, cw), mode="bilinear", align_corners=False,
-                            antialias=factor < 1)[0]
-    out = dict(sample, image=place(content, image.mean((1, 2))[:, None, None]))
+                            antialias=True)[0]
+    out = dict(sample, image=place(content, mean_colour(image)))
     shift = torch.tensor([ox, oy, ox, oy], dtype=torch.float32)
     boxes = (sample["boxes"] * torch.tensor([sx, sy, sx, sy]) + shift)
     boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
@@ -232,7 +242,7 @@ def pad_batch(samples: list[dict], divisor: int = 32,
     for i, s in enumerate(samples):
         h, w = s["image"].shape[1:]
         if square:
-            images[i] = s["image"].mean((1, 2))[:, None, None]
+            images[i] = mean_colour(s["image"])
         images[i, :, :h, :w] = s["image"]
         valid[i, :h, :w] = True
     return images, valid
@@ -244,6 +254,6 @@ def pad_square(batch: torch.Tensor, divisor: int = 32) -> torch.Tensor:
     whatever its shape: on a square canvas the cells stay square, so a model trained on
     square images does not meet squashed cells on a tall or wide one."""
     s = -(-max(batch.shape[-2:]) // divisor) * divisor
-    out = batch.mean((2, 3), keepdim=True).expand(-1, -1, s, s).clone()
+    out = mean_colour(batch).expand(-1, -1, s, s).clone()
     out[..., :batch.shape[-2], :batch.shape[-1]] = batch
     return out

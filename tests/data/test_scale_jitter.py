@@ -30,7 +30,7 @@ def test_zoom_out_shrinks_content_onto_a_mean_colour_canvas():
     assert torch.equal(out["points"][0, 0], torch.tensor([12.5, 7.5]))
     assert out["point_labels"].tolist() == [[1, 0], [1, 1]]
     # the canvas outside the content is the image's mean colour, not black
-    assert torch.allclose(out["image"][:, 90, 110], sample()["image"].mean((1, 2)))
+    assert torch.equal(out["image"][:, 90, 110], sample()["image"].mean((1, 2)).round())
     # the object pixels are where the masks are
     assert (out["image"][0][out["masks"][0]] > 150).all()
 
