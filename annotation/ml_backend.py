@@ -71,7 +71,7 @@ class Backend:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.retrain_every, self.retrain_command = retrain_every, retrain_command
         self._lock = threading.Lock()
-        self._model, self._mtime = None, None
+        self._model, self._key = None, None
         self.submitted = self._count_submitted()
         self.retrain_runs: list[subprocess.Popen] = []
 
@@ -80,8 +80,8 @@ class Backend:
         weights = run_dir / "model.pt"
         key = (run_dir, weights.stat().st_mtime if weights.is_file() else None)
         with self._lock:
-            if self._model is None or key != self._mtime:
-                self._model, self._mtime = Assistant(run_dir, self.device), key
+            if self._model is None or key != self._key:
+                self._model, self._key = Assistant(run_dir, self.device), key
                 log.info("serving %s", self._model.version)
             return self._model
 

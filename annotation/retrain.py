@@ -53,22 +53,9 @@ def repredict(cfg, backend) -> int:
     from pipeline.stages.annotate import token
     a = cfg.annotation
     client = connect(f"http://{a.host}:{a.port}", token(a))
-    pids = [p.id for p in client.projects.list() if p.title == a.project]
-    if not pids:
-        from pipeline.errors import UserError
-        raise UserError(f"no Label Studio project named {a.project!r}")
-    version, n = backend.model().version, 0
-    for t in client.tasks.list(project=pids[0], fields="all"):
-        task = t.model_dump(mode="json")
-        if task.get("annotations") or any(p.get("model_version") == version
-                                           for p in task.get("predictions") or []):
-            continue
-        pred = backend.predict_task(task, None)
-        client.predictions.create(task=task["id"], result=pred["result"], score=pred["score"],
-                                  model_version=version)
-        n += 1
-    tasks.show_version(client, pids[0], version)
-    return n
+    return tasks.repredict_tasks(client, tasks.find_project(client, a.project),
+                                 backend.model().version,
+                                 lambda task: backend.predict_task(task, None))
 
 
 def retrain(overrides: list[str]) -> dict:

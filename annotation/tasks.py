@@ -134,28 +134,48 @@ def import_coco(client, project: int, coco: dict, image_root, document_root, n_p
     return {"imported": len(tasks), "existing": len(have)}
 
 
-def repredict_unlabelled(client, project: int, coco: dict, n_points: int = 10, seed: int = 0,
-                         model_version: str = "weakseg") -> int:
-    """Pre-annotate every task nobody has annotated yet from `coco`, as predictions of
-    `model_version`, and make the project show that version. Finished work is not touched;
-    a task that has this version already is skipped (a rerun adds nothing)."""
-    by_image = annotations_by_image(coco)
-    infos = {im["id"]: im for im in coco["images"]}
-    names = {c["id"]: c["name"] for c in coco["categories"]}
+def find_project(client, title: str) -> int:
+    """The id of the Label Studio project named `title`."""
+    for p in client.projects.list():
+        if p.title == title:
+            return p.id
+    raise UserError(f"no Label Studio project named {title!r}; run `make annotate`")
+
+
+def repredict_tasks(client, project: int, model_version: str, predict) -> int:
+    """Pre-annotate every task nobody has annotated yet with `predict(task)` (a prediction
+    dict with result and score; None: leave the task), as predictions of `model_version`,
+    and make the project show that version. Finished work is not touched; a task that has
+    this version already is skipped (a rerun adds nothing)."""
     n = 0
     for t in client.tasks.list(project=project, fields="all"):
         task = t.model_dump(mode="json")
-        image_id = (task.get("data") or {}).get("weakseg_image_id")
-        if image_id is None or int(image_id) not in infos or task.get("annotations"):
+        if task.get("annotations") or any(p.get("model_version") == model_version
+                                           for p in task.get("predictions") or []):
             continue
-        if any(p.get("model_version") == model_version for p in task.get("predictions") or []):
+        pred = predict(task)
+        if pred is None:
             continue
-        info = infos[int(image_id)]
-        pred = make_task(info, by_image[info["id"]], task["data"]["image"], n_points, seed,
-                         names, model_version)["predictions"][0]
         client.predictions.create(task=task["id"], result=pred["result"], score=pred["score"],
                                   model_version=model_version)
         n += 1
     show_version(client, project, model_version)
     log.info("pre-annotated %d unlabelled task(s) from %s", n, model_version)
     return n
+
+
+def repredict_unlabelled(client, project: int, coco: dict, n_points: int = 10, seed: int = 0,
+                         model_version: str = "weakseg") -> int:
+    """`repredict_tasks` from the masks of `coco` (tasks of other images are left alone)."""
+    by_image = annotations_by_image(coco)
+    infos = {im["id"]: im for im in coco["images"]}
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+
+    def predict(task):
+        image_id = (task.get("data") or {}).get("weakseg_image_id")
+        if image_id is None or int(image_id) not in infos:
+            return None
+        info = infos[int(image_id)]
+        return make_task(info, by_image[info["id"]], task["data"]["image"], n_points, seed,
+                         names, model_version)["predictions"][0]
+    return repredict_tasks(client, project, model_version, predict)

@@ -216,7 +216,8 @@ def jitter(sample: dict, factor: float, where: tuple[float, float]) -> dict:
                       torch.zeros((), dtype=torch.bool))
         keep &= masks.flatten(1).any(1)
         out["masks"] = masks[keep]
-        boxes[keep] = masks_to_boxes(out["masks"]) if keep.any() else boxes[keep]
+        if keep.any():
+            boxes[keep] = masks_to_boxes(out["masks"])
     if "points" in sample:
         pts = sample["points"] * torch.tensor([sx, sy]) + torch.tensor([float(ox), float(oy)])
         lab = sample["point_labels"].clone()

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from annotation import sync as ls_sync
+from annotation import tasks
 from annotation.client import connect
 from annotation.source_scores import rank_sources
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
-from pipeline.errors import UserError
 from pipeline.io import write_json
 from pipeline.stages.annotate import annotation_source, token
 
@@ -19,13 +19,11 @@ def run(cfg) -> dict:
     a = cfg.annotation
     client = connect(f"http://{a.host}:{a.port}", token(a))
     split = get_split(cfg.dataset, a.split)
-    pids = [p.id for p in client.projects.list() if p.title == a.project]
-    if not pids:
-        raise UserError(f"no Label Studio project named {a.project!r}; run `make annotate`")
+    pid = tasks.find_project(client, a.project)
     coco = annotation_source(cfg, split)[2]
     images = {im["id"]: im for im in coco["images"]}
     out = Path(cfg.run_dir) / "points.json"
-    res = ls_sync.sync(client, pids[0], Path(cfg.run_dir), images, coco["categories"],
+    res = ls_sync.sync(client, pid, Path(cfg.run_dir), images, coco["categories"],
                        split.image_root, out, int(a.points_per_box))
     print(f"\n{res['instances']} instances with points on {res['images']} images -> {out}\n"
           f"{res['dropped_points']} point(s) of deleted boxes dropped; {res['fewer_points']} "
