@@ -49,12 +49,15 @@ class ResNetFeatures(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor, up_to: str = "res5") -> "OrderedDict[str, torch.Tensor]":
+        """Feature maps res2 .. `up_to` (the deeper stages are not computed)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out = OrderedDict()
         for name, layer in zip(LEVELS, (self.layer1, self.layer2, self.layer3, self.layer4)):
             x = layer(x)
             out[name] = x
+            if name == up_to:
+                break
         return out
 
 

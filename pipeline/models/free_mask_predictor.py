@@ -74,7 +74,8 @@ class FreeMaskPredictor(BatchPredictor):
         if pad:
             px = pad * self.stride
             x = F.pad(x, (px, px, px, px), mode="reflect")
-        feat = self.backbone(x)[self.cfg.feature_level]
+        level = self.cfg.feature_level
+        feat = self.backbone(x, up_to=level)[level]
         if pad:
             h, w = (-(-d // self.stride) for d in batch.shape[-2:])
             feat = feat[:, :, pad:pad + h, pad:pad + w]

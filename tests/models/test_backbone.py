@@ -97,3 +97,16 @@ def test_frozen_bn_statistics_do_not_move_in_a_training_step():
                                              "seed": 0}))
     plain(torch.randn(2, 3, 64, 64) * 3 + 1)
     assert not torch.equal(plain.bn1.running_mean, before["bn1.running_mean"])  # bn: they do
+
+
+def test_features_up_to_a_level_equal_the_full_pass():
+    """The free masks read one level: the stages after it are skipped, the levels before it
+    are the full pass's own values."""
+    torch.manual_seed(0)
+    net = ResNetFeatures("resnet18").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        full, part = net(x), net(x, up_to="res4")
+    assert list(part) == ["res2", "res3", "res4"]
+    for k in part:
+        assert torch.equal(part[k], full[k])

@@ -20,3 +20,18 @@ def test_blocky_mask_snaps_to_the_image_edge():
     refined = guided_filter(image[None, None], soft, r=6, eps=1e-3)
     assert iou(refined) > 0.97 > iou(soft) + 0.03
     assert torch.equal(guided_filter(image[None, None], soft, r=0, eps=1e-3), soft)
+
+
+def test_box_mean_is_the_mean_over_the_window_clipped_at_the_border():
+    """The separable box mean against a direct average of each clipped window, on a
+    non-square input and a radius past the image's edge in one axis."""
+    from pipeline.ops.guided_filter import box_mean
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 7, 12)
+    for r in (1, 4, 8):
+        want = torch.empty_like(x)
+        for i in range(7):
+            for j in range(12):
+                want[..., i, j] = x[..., max(0, i - r):i + r + 1,
+                                    max(0, j - r):j + r + 1].mean((-2, -1))
+        assert torch.allclose(box_mean(x, r), want, atol=1e-6)
