@@ -9,6 +9,7 @@ from pipeline.models.backbone import normalize
 from pipeline.models.free_mask import grey_guide, upsample_masks
 from pipeline.models.predictor import BatchPredictor, dataclass_from
 from pipeline.models.solo import InferenceParams, SOLOv2, solo_predict
+from pipeline.ops.components import largest_component
 
 
 class SoloPredictor(BatchPredictor):
@@ -42,8 +43,11 @@ class SoloPredictor(BatchPredictor):
         masks = upsample_masks(soft[None], 4, input_hw, image.shape[:2],
                                self.params.mask_threshold, guide, radius,
                                float(c.get("guided_eps", 1e-2)))[0].cpu().numpy()
+        one_piece = bool(c.get("largest_component", False))
         anns = []
         for m, s, lab in zip(masks, score.tolist(), label.tolist()):
+            if one_piece:
+                m = largest_component(m)
             if m.any():
                 anns.append(mask_to_annotation(m, info["id"], int(lab) + 1, score=round(s, 5)))
         return anns

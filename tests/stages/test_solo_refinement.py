@@ -39,3 +39,31 @@ def test_guided_refinement_moves_solo_masks_onto_the_object_edges():
 
     plain, refined = _iou(predict(0.0), disc), _iou(predict(1.0), disc)
     assert plain < 0.97 and refined > plain + 0.01, (plain, refined)
+
+
+def test_largest_component_drops_the_pieces_of_a_mask_on_other_objects():
+    """A soft mask covering a large and a small blob (SOLO's mask for one cell spilling onto
+    a neighbouring object): with largest_component only the large blob is kept, and its box
+    shrinks to it; without, both stay."""
+    from pipeline.ops.components import largest_component
+    coarse = torch.zeros(1, 24, 24)
+    coarse[0, 2:12, 2:12] = 1.0     # 40 x 40 px at stride 4
+    coarse[0, 16:20, 16:20] = 1.0   # 16 x 16 px
+    image = np.full((96, 96, 3), 128, np.uint8)
+
+    def predict(one_piece):
+        cfg = OmegaConf.create({"inference": {"largest_component": one_piece}})
+        pred = SoloPredictor.__new__(SoloPredictor)
+        pred.cfg = cfg
+        pred.params = type("P", (), {"mask_threshold": 0.5})()
+        ann = pred.annotations({"id": 1}, image, (96, 96),
+                               (coarse, torch.tensor([0.9]), torch.tensor([0])))[0]
+        return mask_utils.decode(pycocotools_rle(ann["segmentation"])).astype(bool), ann["bbox"]
+
+    both, _ = predict(False)
+    one, box = predict(True)
+    assert both[10:46, 10:46].all() and both[66:78, 66:78].all()
+    assert one[10:46, 10:46].all() and not one[56:, 56:].any()
+    assert (one == largest_component(both)).all()
+    assert box[0] + box[2] < 56 and box[1] + box[3] < 56
+    assert not largest_component(np.zeros((5, 5), bool)).any()
