@@ -48,7 +48,12 @@ def image_box(page) -> dict:
     """Where the image's pixels are on screen: the <img> element's box. (The canvas element
     is smaller, 769 vs 811 px at 1400 px wide, and draws its content scaled: clicks mapped
     through the canvas element missed points near the image's edges; measured.)"""
-    return page.locator("img[alt='image']").first.bounding_box()
+    img = page.locator("img[alt='image']").first
+    img.wait_for(state="visible")   # on a loaded machine the box was read before layout: None
+    box = img.bounding_box()
+    if box is None:
+        raise RuntimeError("the task's image is not on screen in Label Studio's editor")
+    return box
 
 
 def submit(page) -> None:
