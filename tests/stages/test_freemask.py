@@ -155,7 +155,7 @@ class ZeroPaddedBackbone(torch.nn.Module):
     zeros on the left only (learned kernels are not symmetric), so the cells along that edge
     get a feature direction of their own, beside an intensity channel that sees the object."""
 
-    def forward(self, x):
+    def forward(self, x, up_to="res5"):
         pool = torch.nn.functional.avg_pool2d
         grey = pool(x.mean(1, keepdim=True), 16, stride=16, ceil_mode=True)
         ones = torch.ones_like(grey)
