@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from pipeline.ops.guided_filter import guided_filter
+from pipeline.ops.guided_filter import box_mean, guided_filter
 
 
 def test_blocky_mask_snaps_to_the_image_edge():
@@ -25,7 +25,6 @@ def test_blocky_mask_snaps_to_the_image_edge():
 def test_box_mean_is_the_mean_over_the_window_clipped_at_the_border():
     """The separable box mean against a direct average of each clipped window, on a
     non-square input and a radius past the image's edge in one axis."""
-    from pipeline.ops.guided_filter import box_mean
     torch.manual_seed(0)
     x = torch.rand(2, 3, 7, 12)
     for r in (1, 4, 8):

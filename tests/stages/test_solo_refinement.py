@@ -7,6 +7,7 @@ from pycocotools import mask as mask_utils
 
 from pipeline.data.coco import pycocotools_rle
 from pipeline.models.solo_predictor import SoloPredictor
+from pipeline.ops.components import largest_component
 
 
 def _disc_case():
@@ -20,6 +21,16 @@ def _disc_case():
     return image, disc, coarse
 
 
+def _postprocess(inference: dict, image, coarse) -> dict:
+    """SoloPredictor's post-processing alone: one soft mask (score 0.9) -> its annotation."""
+    pred = SoloPredictor.__new__(SoloPredictor)
+    pred.cfg = OmegaConf.create({"inference": inference})
+    pred.params = type("P", (), {"mask_threshold": 0.5})()
+    h, w = image.shape[:2]
+    return pred.annotations({"id": 1}, image, (h, w),
+                            (coarse, torch.tensor([0.9]), torch.tensor([0])))[0]
+
+
 def _iou(ann, disc) -> float:
     m = mask_utils.decode(pycocotools_rle(ann["segmentation"])).astype(bool)
     return (m & disc).sum() / (m | disc).sum()
@@ -27,15 +38,9 @@ def _iou(ann, disc) -> float:
 
 def test_guided_refinement_moves_solo_masks_onto_the_object_edges():
     image, disc, coarse = _disc_case()
-    info = {"id": 1}
-    score, label = torch.tensor([0.9]), torch.tensor([0])
 
     def predict(radius):
-        cfg = OmegaConf.create({"inference": {"guided_radius": radius, "guided_eps": 1e-2}})
-        pred = SoloPredictor.__new__(SoloPredictor)  # only the post-processing is exercised
-        pred.cfg = cfg
-        pred.params = type("P", (), {"mask_threshold": 0.5})()
-        return pred.annotations(info, image, (96, 96), (coarse, score, label))[0]
+        return _postprocess({"guided_radius": radius, "guided_eps": 1e-2}, image, coarse)
 
     plain, refined = _iou(predict(0.0), disc), _iou(predict(1.0), disc)
     assert plain < 0.97 and refined > plain + 0.01, (plain, refined)
@@ -45,19 +50,13 @@ def test_largest_component_drops_the_pieces_of_a_mask_on_other_objects():
     """A soft mask covering a large and a small blob (SOLO's mask for one cell spilling onto
     a neighbouring object): with largest_component only the large blob is kept, and its box
     shrinks to it; without, both stay."""
-    from pipeline.ops.components import largest_component
     coarse = torch.zeros(1, 24, 24)
     coarse[0, 2:12, 2:12] = 1.0     # 40 x 40 px at stride 4
     coarse[0, 16:20, 16:20] = 1.0   # 16 x 16 px
     image = np.full((96, 96, 3), 128, np.uint8)
 
     def predict(one_piece):
-        cfg = OmegaConf.create({"inference": {"largest_component": one_piece}})
-        pred = SoloPredictor.__new__(SoloPredictor)
-        pred.cfg = cfg
-        pred.params = type("P", (), {"mask_threshold": 0.5})()
-        ann = pred.annotations({"id": 1}, image, (96, 96),
-                               (coarse, torch.tensor([0.9]), torch.tensor([0])))[0]
+        ann = _postprocess({"largest_component": one_piece}, image, coarse)
         return mask_utils.decode(pycocotools_rle(ann["segmentation"])).astype(bool), ann["bbox"]
 
     both, _ = predict(False)
