@@ -57,6 +57,9 @@ RULES = {
     "pretrain.augment": _one_of("batch", "per_image"),
     "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
     "model": _one_of("maskrcnn", "sparseinst"),
+    **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
+                                                  "solo.train.amp", "maskrcnn.train.amp",
+                                                  "sparseinst.train.amp")},
     # thresholds and fractions
     **{k: FRACTION for k in ("freemask.mask_threshold", "freemask.min_maskness",
                              "freemask.max_box_width_frac", "freemask.min_center_y_frac",
@@ -76,6 +79,9 @@ RULES = {
                              "freemask.short_side", "freemask.max_size",
                              "solo.inference.short_side", "maskrcnn.inference.short_side")},
     "freemask.guided_radius": _num(0),
+    **{k: _num(0, 0.9999) for k in ("solo.train.ema", "maskrcnn.train.ema",
+                                     "sparseinst.train.ema")},
+    "solo.self_training.iter_fraction": _num(0, 1, lo_open=True),
     "solo.inference.guided_radius": _num(0),
 }
 

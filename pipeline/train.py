@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import dist
+from pipeline.errors import UserError
 from pipeline.io import save_torch
 
 log = logging.getLogger(__name__)
@@ -64,22 +65,85 @@ def _tensorboard(out_dir: Path):
     return SummaryWriter(str(out_dir / "tb"))
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): elsewhere oneDNN
+    emulates it, or ATen falls back to slow kernels."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: do not guess
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
+    """The reduced precision a training step runs in (hardware.amp), None for float32:
+    float16 with loss scaling on CUDA, bfloat16 on a CPU (same range as float32: no loss
+    scaling). amp="auto": CUDA, or a CPU with native bfloat16."""
+    if amp is None or amp is False or amp == "false":
+        return None
+    if device_type == "cuda":
+        return torch.float16
+    if device_type != "cpu" or (amp == "auto" and not cpu_has_native_bf16()):
+        return None
+    return torch.bfloat16
+
+
+def stage_amp(cfg, node):
+    """A stage's reduced-precision setting: its own `amp` where set, else hardware.amp."""
+    own = node.get("amp") if node is not None else None
+    return cfg.hardware.get("amp", False) if own is None else own
+
+
+def precision(cfg, node=None) -> tuple:
+    """The training precision, for the fingerprints of trained weights (it changes them):
+    () for float32, so that float32 weights keep the fingerprints they had before."""
+    device = str(cfg.hardware.device).split(":")[0]
+    dtype = autocast_dtype(stage_amp(cfg, node), device)
+    return () if dtype is None else (str(dtype).replace("torch.", ""),)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights and buffers (Polyak averaging, as in
+    Mean Teacher, Tarvainen & Valpola 2017, Sec. 2): the average of the last ~1/(1-decay)
+    iterates, less tied to where a short, noisy schedule happens to stop. The decay ramps up
+    as min(decay, (1+t)/(10+t)) so that early iterates, far from the end, fade quickly."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model: nn.Module, iteration: int) -> None:
+        d = min(self.decay, (1 + iteration) / (10 + iteration))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.is_floating_point():
+                    self.state[k].lerp_(v.detach(), 1 - d)
+                else:  # counters such as BN's num_batches_tracked
+                    self.state[k].copy_(v)
+
+
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_dir,
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
-          progress: bool = True, desc: str = "train", seed: int | None = None) -> nn.Module:
+          progress: bool = True, desc: str = "train", seed: int | None = None,
+          ema: float = 0.0) -> nn.Module:
     """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
 
     seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
     randomness inside the model (Mask R-CNN's proposal and RoI sampling) is the same after a
-    resume as in an uninterrupted run."""
+    resume as in an uninterrupted run.
+    amp: hardware.amp (True, False or "auto"; see autocast_dtype).
+    ema: > 0: the returned model holds the moving average of its weights with this decay
+    (WeightAverage); the average is checkpointed with the weights, so a resume keeps it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
     device = next(model.parameters()).device
-    use_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(amp, device.type)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     start = 0
+    average = WeightAverage(model, ema) if ema > 0 else None
     if last.is_file():
         ck = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -88,6 +152,11 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
             scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck.get("scaler", {}))
         start = int(ck["iteration"])
+        if average is not None:
+            if ck.get("ema") is None:
+                raise UserError(f"{last} was written without a weight average (ema={ema} "
+                                   f"now): delete {out_dir} to train again")
+            average.state = ck["ema"]
         log.info("resumed from %s at iteration %d", last, start)
     csv_path = out_dir / "metrics.csv"
     if dist.is_main():
@@ -105,7 +174,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         if dist.is_main():
             save_torch(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict() if scheduler else None,
-                              "scaler": scaler.state_dict(), "iteration": iteration})
+                              "scaler": scaler.state_dict(), "iteration": iteration,
+                              "ema": average.state if average is not None else None})
 
     model.train()
     bar = tqdm(total=max_iter, initial=start, desc=desc, unit="it",
@@ -114,7 +184,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     for it in range(start, max_iter):
         if seed is not None:
             torch.manual_seed((seed * 1_000_003 + it) * 64 + dist.rank())
-        with torch.autocast(device.type, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             losses = step(wrapped, it)
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -129,6 +199,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         scaler.update()
         if scheduler is not None:
             scheduler.step()
+        if average is not None:
+            average.update(model, it)
         done = it + 1
         if done % log_every == 0 or done == max_iter:
             row = {"iteration": done, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
@@ -145,6 +217,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         if done % ckpt_every == 0 or done == max_iter:
             checkpoint(done)
     bar.close()
+    if average is not None:
+        model.load_state_dict(average.state)
     dist.broadcast_state(model)  # all ranks go on with the weights rank 0 saved
     if start >= max_iter:
         log.info("%s already finished (%d iterations) in %s", desc, max_iter, out_dir)
@@ -160,7 +234,6 @@ def lr_schedule(optimizer, schedule: str, max_iter: int, warmup: int = 0,
     the given fractions of the schedule: detectron2's 1x, 60k and 80k of 90k) or `cosine`."""
     import math
     if schedule not in SCHEDULES:
-        from pipeline.errors import UserError
         raise UserError(f"train.schedule={schedule!r} unknown; use one of {', '.join(SCHEDULES)}")
     marks = [round(f * max_iter) for f in steps]
 

@@ -97,3 +97,70 @@ def test_lr_schedules_warm_up_then_follow_their_shape():
     assert cos[10] == 1.0 and cos[50] < 0.6 and cos[89] < 0.01
     with pytest.raises(UserError, match="schedule='linear' unknown"):
         lrs("linear")
+
+
+def test_weight_average_is_the_moving_average_of_the_iterates_and_resumes(tmp_path):
+    """ema > 0: the returned weights are the average of the iterates (ramped decay), not the
+    last iterate, and a killed run resumes with its average intact."""
+    decay, n = 0.9, 20
+    plain, opt = make()
+    iterates = []
+    step = step_fn()
+
+    def recording(m, it):  # the weights each step starts from: the iterate of step it-1
+        iterates.append(m.weight.detach().clone())
+        return step(m, it)
+    train(plain, opt, recording, tmp_path / "plain", n, progress=False)
+    iterates = iterates[1:] + [plain.weight.detach().clone()]
+    expected = make()[0].weight.detach().clone()
+    for t, w in enumerate(iterates):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * w
+
+    ref, opt = make()
+    train(ref, opt, step_fn(), tmp_path / "ref", n, ckpt_every=5, progress=False, ema=decay)
+    assert torch.allclose(ref.weight, expected, atol=1e-6)
+    assert not torch.allclose(ref.weight, plain.weight, atol=1e-3)
+
+    model, opt = make()
+    with pytest.raises(KeyboardInterrupt):
+        train(model, opt, step_fn(crash_at=13), tmp_path / "run", n, ckpt_every=5,
+              progress=False, ema=decay)
+    model, opt = make()
+    train(model, opt, step_fn(), tmp_path / "run", n, ckpt_every=5, progress=False, ema=decay)
+    assert torch.equal(model.weight, ref.weight)
+
+
+def test_reduced_precision_is_bfloat16_on_a_cpu_and_auto_asks_the_cpu(monkeypatch):
+    from pipeline import train as loop
+    assert loop.autocast_dtype(False, "cpu") is None
+    assert loop.autocast_dtype(True, "cuda") is torch.float16
+    assert loop.autocast_dtype("auto", "cuda") is torch.float16
+    assert loop.autocast_dtype(True, "cpu") is torch.bfloat16
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.autocast_dtype("auto", "cpu") is None       # emulated bfloat16: float32
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.autocast_dtype("auto", "cpu") is torch.bfloat16
+
+
+def test_training_in_bfloat16_on_a_cpu_keeps_float32_weights(tmp_path):
+    """hardware.amp on a CPU: the network runs in bfloat16 under autocast, the weights and
+    the optimiser stay float32 and end near float32 training's."""
+    seen = []
+
+    def step(m, it):
+        g = torch.Generator().manual_seed(it)
+        x = torch.randn(8, 4, generator=g)
+        out = m(x)
+        seen.append(out.dtype)
+        return {"loss": ((out.float() - x.sum(1, keepdim=True)) ** 2).mean()}
+    model, opt = make()
+    train(model, opt, step, tmp_path / "bf16", 30, progress=False, amp=True)
+    assert set(seen) == {torch.bfloat16}
+    assert model.weight.dtype == torch.float32
+    seen.clear()
+    ref, opt = make()
+    train(ref, opt, step, tmp_path / "fp32", 30, progress=False, amp=False)
+    assert set(seen) == {torch.float32}
+    assert not torch.equal(model.weight, ref.weight)                  # bfloat16 did run
+    assert torch.allclose(model.weight, ref.weight, atol=0.05)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.backbone import ResNetFeatures
+from pipeline.ops.precision import full_precision, to_float32
 
 
 class _Heads(nn.Module):
@@ -72,17 +73,21 @@ class DenseCL(nn.Module):
         with torch.no_grad():
             self._momentum_update()
             c5_k, g_k, d_k = self._keys(view_k)
-            # Dense correspondence: each query cell's most similar key cell, by backbone
-            # features (Sec. 3.3).
-            fq = F.normalize(c5_q.detach().flatten(2), dim=1)
-            fk = F.normalize(c5_k.flatten(2), dim=1)
-            match = (fq.transpose(1, 2) @ fk).argmax(dim=2)             # (B, S_q)
-            d_k_pos = d_k.gather(2, match[:, None, :].expand(-1, d_k.shape[1], -1))
-        loss_g = self._info_nce(g_q, g_k, self.queue_g)
-        b, dim, s = d_q.shape
-        loss_d = self._info_nce(d_q.transpose(1, 2).reshape(b * s, dim),
-                                d_k_pos.transpose(1, 2).reshape(b * s, dim), self.queue_d)
-        self._enqueue(g_k, F.normalize(d_k.mean(dim=2), dim=1))
+        # matching, queue and losses in float32 (pipeline.ops.precision)
+        c5_q, g_q, d_q, c5_k, g_k, d_k = to_float32((c5_q, g_q, d_q, c5_k, g_k, d_k))
+        with full_precision(view_q.device):
+            with torch.no_grad():
+                # Dense correspondence: each query cell's most similar key cell, by backbone
+                # features (Sec. 3.3).
+                fq = F.normalize(c5_q.detach().flatten(2), dim=1)
+                fk = F.normalize(c5_k.flatten(2), dim=1)
+                match = (fq.transpose(1, 2) @ fk).argmax(dim=2)             # (B, S_q)
+                d_k_pos = d_k.gather(2, match[:, None, :].expand(-1, d_k.shape[1], -1))
+            loss_g = self._info_nce(g_q, g_k, self.queue_g)
+            b, dim, s = d_q.shape
+            loss_d = self._info_nce(d_q.transpose(1, 2).reshape(b * s, dim),
+                                    d_k_pos.transpose(1, 2).reshape(b * s, dim), self.queue_d)
+            self._enqueue(g_k, F.normalize(d_k.mean(dim=2), dim=1))
         loss = (1 - self.dense_weight) * loss_g + self.dense_weight * loss_d
         return {"loss": loss, "loss_global": loss_g.detach(), "loss_dense": loss_d.detach()}
 

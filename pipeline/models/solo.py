@@ -18,6 +18,7 @@ from pipeline.models.fpn import BackboneFPN
 from pipeline.models.losses import (colour_similarity, dice_loss, embedding_loss,
                                     pairwise_affinity_loss, projection_dice_loss, rgb_to_lab)
 from pipeline.ops.matrix_nms import matrix_nms
+from pipeline.ops.precision import full_precision, to_float32
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +176,15 @@ class LossWeights:
 
 def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
               valid: torch.Tensor, w: LossWeights, iteration: int) -> dict:
-    """All SOLO losses for a batch. samples carry masks (N,h,w), labels, boxes (+embeddings)."""
+    """All SOLO losses for a batch. samples carry masks (N,h,w), labels, boxes (+embeddings).
+    The dynamic mask convolution and the losses run in float32 (pipeline.ops.precision)."""
+    with full_precision(out["mask_feat"].device):
+        return _solo_loss(model, to_float32(out), samples, images_rgb.float(), valid, w,
+                          iteration)
+
+
+def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
+               valid: torch.Tensor, w: LossWeights, iteration: int) -> dict:
     device = out["mask_feat"].device
     b, _, hp, wp = images_rgb.shape
     mf = out["mask_feat"]

@@ -20,7 +20,7 @@ from pipeline.io import save_torch
 from pipeline.models.backbone import ResNetFeatures, load_backbone_weights, normalize
 from pipeline.models.densecl import DenseCL
 from pipeline.provenance import file_identity, fingerprint, guard, image_identities, settings
-from pipeline.train import lr_schedule, train
+from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def run(cfg) -> dict:
     # (a fine-tuning setting) says, and backbone.weights names this stage's own output
     key = fingerprint(settings(p), cfg.backbone.arch, cfg.seed,
                       file_identity(p.get("init_weights")),
-                      image_identities(split.image_root, split.images))
+                      image_identities(split.image_root, split.images), *precision(cfg, p))
     if dist.is_main():
         guard(out_dir, key, ("backbone.pt", "last.pt"), "a backbone")
     if final.is_file():
@@ -88,7 +88,7 @@ def run(cfg) -> dict:
         return m(view(v1), view(v2))
 
     train(model, opt, step, out_dir, p.max_iter, ckpt_every=p.ckpt_every,
-          log_every=p.log_every, scheduler=sched, amp=cfg.hardware.amp,
+          log_every=p.log_every, scheduler=sched, amp=stage_amp(cfg, p),
           progress=cfg.progress, desc="pretrain", seed=int(cfg.seed))
     if dist.is_main():
         save_torch(final, {"state_dict": model.backbone_q.state_dict(),

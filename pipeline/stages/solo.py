@@ -31,7 +31,7 @@ from pipeline.reporting import finish_split, update_json
 from pipeline.provenance import (BATCHING, file_identity, fingerprint, guard,
                                  image_identities, settings, stamp_of)
 from pipeline.sharded import run_sharded
-from pipeline.train import lr_schedule, train
+from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ def confident_targets(coco: dict, min_score: float, path) -> dict:
     return kept
 
 
+def round_iterations(s, r: int) -> int:
+    """Round 1 trains solo.train.max_iter iterations; a later round, which starts from the
+    round before it, the fraction solo.self_training.iter_fraction of them."""
+    frac = 1.0 if r == 1 else float(s.self_training.get("iter_fraction", 1.0))
+    return max(1, round(s.train.max_iter * frac))
+
+
 def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:
     """What a round's weights are made from: training settings, the targets' content, the
     training images, the backbone checkpoint and the weights it starts from."""
@@ -94,10 +101,10 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
     model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
              s.head_convs, s.mask_channels, s.get("mask_branch_channels"), s.num_classes,
              s.letterbox, cfg.backbone]
-    return fingerprint([settings(n) for n in model], cfg.seed, r,
+    return fingerprint([settings(n) for n in model], cfg.seed, r, round_iterations(s, r),
                        file_identity(cfg.backbone.get("weights")), file_identity(init_from),
                        targets["annotations"],
-                       image_identities(split.image_root, split.images))
+                       image_identities(split.image_root, split.images), *precision(cfg, s.train))
 
 
 def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
@@ -122,7 +129,8 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     else:
         raise UserError(f"solo.train.optimizer must be sgd or adamw, got {t.optimizer!r}")
-    sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
+    iters = round_iterations(s, r)
+    sched = lr_schedule(opt, t.get("schedule", "cosine"), iters, t.warmup_iter)
     weights = dataclass_from(LossWeights, s.loss)
     if s.embedding.enabled:
         weights.embedding = s.embedding.weight
@@ -138,7 +146,7 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
         if paste or strong:  # FreeSOLO's views: pasted instances, strong view for the net
             samples = training_views(samples, [cfg.seed, r, it, rank], paste, strong)
         return samples
-    batches = BatchLoader(make, t.max_iter, cfg.hardware.get("loader_workers", 0))
+    batches = BatchLoader(make, iters, cfg.hardware.get("loader_workers", 0))
 
     def step(m, it):
         samples = batches(it)
@@ -150,10 +158,10 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
         # the colour-affinity loss reads the weak view: the image's own colours
         return solo_loss(model, out, samples, images.to(device), valid.to(device), weights, it)
 
-    train(model, opt, step, round_dir, t.max_iter, ckpt_every=t.ckpt_every,
-          log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
+    train(model, opt, step, round_dir, iters, ckpt_every=t.ckpt_every,
+          log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
           grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
-          desc=f"solo round {r}")
+          desc=f"solo round {r}", ema=float(t.ema))
     if dist.is_main():
         save_torch(final, model.state_dict())
     return model

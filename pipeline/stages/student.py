@@ -29,7 +29,7 @@ from pipeline.provenance import (BATCHING, ENGINEERING, file_identity, fingerpri
                                  guard, image_identities, settings, stamp_of)
 from pipeline.reporting import finish_split, update_json
 from pipeline.sharded import run_sharded
-from pipeline.train import lr_schedule, train
+from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,17 @@ def weights_fingerprint(cfg, split, targets) -> str:
     # Mask R-CNN's fingerprint is kept as it was before SparseInst joined (its weights stay valid)
     extra = () if name == "maskrcnn" else (name,)
     init = model["train"].pop("init", None)  # no init: the fingerprint as before the key came
+    for key in ("ema", "amp"):               # likewise without an average or own precision
+        if not model["train"].get(key):
+            model["train"].pop(key, None)
     if init:
         extra += (file_identity(init),)
     return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
                        settings(cfg.backbone), cfg.seed,
                        file_identity(cfg.backbone.get("weights")),
                        targets["annotations"],
-                       image_identities(split.image_root, split.images), *extra)
+                       image_identities(split.image_root, split.images), *extra,
+                       *precision(cfg, cfg[name].train))
 
 
 def run(cfg) -> dict:
@@ -139,9 +143,9 @@ def run(cfg) -> dict:
             return student.losses(m, batches(it), device)
 
         train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
-              log_every=t.log_every, scheduler=sched, amp=cfg.hardware.amp,
+              log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
               grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
-              desc=f"{name} {sv.name}")
+              desc=f"{name} {sv.name}", ema=float(t.get("ema", 0.0)))
         if dist.is_main():
             save_torch(final, model.state_dict())
     predictor = StudentPredictor(student, node, device, label_to_cat)

@@ -146,6 +146,8 @@ def test_many_rles_checked_at_once_agree_with_one_by_one():
     ("solo.inference.score_threshold=-0.5", "score_threshold=-0.5 .* >= 0 and <= 1"),
     ("pretrain.augment=gpu", "pretrain.augment='gpu' is out of range"),
     ("hardware.loader_workers=-1", "hardware.loader_workers=-1 is out of range"),
+    ("solo.train.ema=1.0", "solo.train.ema=1.0 is out of range"),  # would never move
+    ("solo.self_training.iter_fraction=0", "iter_fraction=0 .* > 0 and <= 1"),
 ])
 def test_settings_out_of_range_fail_before_any_work(sample_cfg, override, message):
     cfg = sample_cfg("stage=baseline", override)

@@ -51,6 +51,12 @@ def test_round_fingerprint_follows_targets_and_settings(tmp_path):
                     "solo.train.scale_jitter=[0.7,1.3]"):
         assert key != round_fingerprint(make_cfg(tmp_path, "backbone.weights=null", changed),
                                         1, t1, None, split), changed
+    shorter = make_cfg(tmp_path, "backbone.weights=null", "solo.self_training.iter_fraction=0.5")
+    assert key == round_fingerprint(shorter, 1, t1, None, split)      # round 1 as before
+    assert (round_fingerprint(shorter, 2, t1, None, split)
+            != round_fingerprint(cfg, 2, t1, None, split))           # round 2 trains less
+    averaged = make_cfg(tmp_path, "backbone.weights=null", "solo.train.ema=0.99")
+    assert key != round_fingerprint(averaged, 1, t1, None, split)
     same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3",
                     "solo.train.log_every=7")
     assert key == round_fingerprint(same, 1, t1, None, split)         # no effect on weights
