@@ -55,8 +55,12 @@ def test_round_fingerprint_follows_targets_and_settings(tmp_path):
     assert key == round_fingerprint(shorter, 1, t1, None, split)      # round 1 as before
     assert (round_fingerprint(shorter, 2, t1, None, split)
             != round_fingerprint(cfg, 2, t1, None, split))           # round 2 trains less
-    averaged = make_cfg(tmp_path, "backbone.weights=null", "solo.train.ema=0.99")
+    averaged = make_cfg(tmp_path, "backbone.weights=null", "solo.train.ema=0.9")
     assert key != round_fingerprint(averaged, 1, t1, None, split)
+    bf16, fp32 = (make_cfg(tmp_path, "backbone.weights=null", f"solo.train.amp={a}")
+                  for a in ("true", "false"))   # bfloat16 and float32 weights differ
+    assert round_fingerprint(bf16, 1, t1, None, split) != round_fingerprint(fp32, 1, t1, None,
+                                                                             split)
     same = make_cfg(tmp_path, "backbone.weights=null", "solo.inference.batch_size=3",
                     "solo.train.log_every=7")
     assert key == round_fingerprint(same, 1, t1, None, split)         # no effect on weights
