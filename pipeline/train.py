@@ -7,6 +7,7 @@ resumed run continue exactly where the killed one stopped.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def _tensorboard(out_dir: Path):
     return SummaryWriter(str(out_dir / "tb"))
 
 
+@functools.cache  # the CPU does not change while the process runs
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): elsewhere oneDNN
     emulates it, or ATen falls back to slow kernels."""
@@ -79,7 +81,7 @@ def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
     """The reduced precision a training step runs in (hardware.amp), None for float32:
     float16 with loss scaling on CUDA, bfloat16 on a CPU (same range as float32: no loss
     scaling). amp="auto": CUDA, or a CPU with native bfloat16."""
-    if amp is None or amp is False or amp == "false":
+    if not amp:  # False or None (config checks admit True, False, "auto")
         return None
     if device_type == "cuda":
         return torch.float16
