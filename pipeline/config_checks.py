@@ -24,6 +24,16 @@ def _num(lo, hi=None, lo_open=False):
     return ok, text
 
 
+def _zoom_range():
+    def ok(v):
+        try:
+            lo, hi = (float(x) for x in v)
+        except (TypeError, ValueError):
+            return False
+        return 0 < lo <= hi
+    return ok, "a pair [lo, hi] of zoom factors with 0 < lo <= hi"
+
+
 def _one_of(*options):
     return (lambda v: v in options), "one of " + ", ".join(map(str, options))
 
@@ -82,6 +92,8 @@ RULES = {
     **{k: _num(0, 0.9999) for k in ("solo.train.ema", "maskrcnn.train.ema",
                                      "sparseinst.train.ema")},
     "solo.self_training.iter_fraction": _num(0, 1, lo_open=True),
+    **{k: _zoom_range() for k in ("solo.train.scale_jitter", "maskrcnn.train.scale_jitter",
+                                   "sparseinst.train.scale_jitter")},
     "solo.inference.guided_radius": _num(0),
 }
 

@@ -91,6 +91,8 @@ def weights_fingerprint(cfg, split, targets) -> str:
     for key in ("ema", "amp"):               # likewise without an average or own precision
         if not model["train"].get(key):
             model["train"].pop(key, None)
+    if list(model["train"].get("scale_jitter", (1, 1))) == [1, 1]:  # and without zoom
+        model["train"].pop("scale_jitter", None)
     if init:
         extra += (file_identity(init),)
     return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
@@ -136,7 +138,8 @@ def run(cfg) -> dict:
         batches = BatchLoader(
             lambda it: bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
                                   rank=rank, world=world,
-                                  sample_points=int(sv.get("sample_points", 0))),
+                                  sample_points=int(sv.get("sample_points", 0)),
+                                  scale_jitter=tuple(t.get("scale_jitter", (1.0, 1.0)))),
             t.max_iter, cfg.hardware.get("loader_workers", 0))
 
         def step(m, it):

@@ -148,6 +148,8 @@ def test_many_rles_checked_at_once_agree_with_one_by_one():
     ("hardware.loader_workers=-1", "hardware.loader_workers=-1 is out of range"),
     ("solo.train.ema=1.0", "solo.train.ema=1.0 is out of range"),  # would never move
     ("solo.self_training.iter_fraction=0", "iter_fraction=0 .* > 0 and <= 1"),
+    ("maskrcnn.train.scale_jitter=[1.5,0.5]", r"scale_jitter=\[1.5, 0.5\] .* 0 < lo <= hi"),
+    ("solo.train.scale_jitter=[0,1]", r"solo.train.scale_jitter=.* 0 < lo <= hi"),
 ])
 def test_settings_out_of_range_fail_before_any_work(sample_cfg, override, message):
     cfg = sample_cfg("stage=baseline", override)

@@ -79,6 +79,21 @@ def test_maskrcnn_trains_and_evaluates(sample_cfg, supervision):
 
 
 @pytest.mark.e2e
+def test_maskrcnn_scale_jitter_reaches_its_training_batches(sample_cfg):
+    first_loss = {}
+    for name, zoom in (("plain", "[1.0,1.0]"), ("zoom", "[0.5,1.5]")):
+        cfg = sample_cfg("stage=maskrcnn", "supervision=points", "backbone.weights=null",
+                         "maskrcnn.train.max_iter=1", "maskrcnn.train.batch_size=2",
+                         "maskrcnn.train.log_every=1", f"maskrcnn.train.scale_jitter={zoom}",
+                         "overlays=0", run_name=name)
+        run_stage(cfg)
+        rows = list(csv.DictReader(open(Path(cfg.run_dir) / "metrics.csv")))
+        first_loss[name] = float(rows[0]["loss"])
+    # same seed, same initial weights: only the zoomed images can move the first loss
+    assert first_loss["plain"] != pytest.approx(first_loss["zoom"], rel=1e-4)
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("supervision", ["full", "points"])
 def test_sparseinst_trains_evaluates_and_times_itself(sample_cfg, supervision):
     cfg = sample_cfg("stage=student", f"supervision={supervision}", *SPARSEINST,
