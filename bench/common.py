@@ -40,26 +40,11 @@ def sync(device) -> None:
 
 
 def training_precision(cfg, train_node, device):
-    """How a stage's training step runs (`<stage>.train.amp`, else hardware.amp), so a
-    benchmark times the step the stage takes: (autocast context, step(optimizer, loss),
-    name). float16 on CUDA scales the loss, as the training loop does."""
-    import contextlib
-
+    """The precision a stage's training step runs in (`<stage>.train.amp`, else
+    hardware.amp): the training loop's MixedPrecision, so a benchmark times that step."""
     import torch
-    from pipeline.train import autocast_dtype, stage_amp
-    kind = torch.device(device).type
-    dtype = autocast_dtype(stage_amp(cfg, train_node), kind)
-    scaler = torch.amp.GradScaler(kind, enabled=dtype == torch.float16)
-
-    def step(opt, loss):
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    if dtype is None:
-        return contextlib.nullcontext, step, "float32"
-    return (lambda: torch.autocast(kind, dtype=dtype)), step, str(dtype).removeprefix("torch.")
+    from pipeline.train import MixedPrecision, stage_amp
+    return MixedPrecision(stage_amp(cfg, train_node), torch.device(device).type)
 
 
 def timed(fn, repeat: int, warmup: int = 2, device="cpu") -> float:

@@ -27,15 +27,15 @@ def main():
     bank = InstanceBank(split, split.coco, cache=True)   # GT masks stand in for free masks
     w = dataclass_from(LossWeights, s.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast, optimizer_step, dtype = training_precision(cfg, s.train, dev)
+    mixed = training_precision(cfg, s.train, dev)
 
     def step(it):
         samples = bank.batch(it, s.train.batch_size, 0, s.train.sizes, s.train.max_size)
         images, valid = pad_batch(samples)
         images, valid = images.to(dev), valid.to(dev)
-        with autocast():
+        with mixed.autocast():
             losses = solo_loss(model, model(normalize(images)), samples, images, valid, w, it)
-        optimizer_step(opt, losses["loss"])
+        mixed.step(opt, losses["loss"])
 
     sec_it = timed(step, args.iters, device=dev)
     val = get_split(cfg.dataset, "val")
@@ -43,7 +43,7 @@ def main():
     pred = SoloPredictor(model, s, dev)
     sec_batch = timed(lambda i: pred(items), 2, warmup=1, device=dev)
     print(f"SOLO benchmark ({cfg.experiment_name}, {cfg.backbone.arch}, {dev}, "
-          f"{args.threads} threads, training in {dtype})")
+          f"{args.threads} threads, training in {mixed.name})")
     print("| what | figure |\n|---|---:|")
     print(f"| train iterations/s (batch {s.train.batch_size}, {s.train.sizes[0]} px) | "
           f"{1 / sec_it:.2f} |")
@@ -51,7 +51,7 @@ def main():
     print(f"| inference images/s ({len(items)} val images, batch {s.inference.batch_size}) | "
           f"{len(items) / sec_batch:.1f} |")
 
-    record("solo", [(f"SOLO {cfg.backbone.arch} training, batch {s.train.batch_size}, {dtype}",
+    record("solo", [(f"SOLO {cfg.backbone.arch} training, batch {s.train.batch_size}, {mixed.name}",
                      f"{sec_it:.3f} s/it"),
                     (f"SOLO {cfg.backbone.arch} inference", f"{len(items) / sec_batch:.1f} img/s")])
 

@@ -28,7 +28,7 @@ def main():
     split = get_split(cfg.dataset, "train")
     data = points_from_masks(split.coco, 10, seed=0, keep_masks=True)  # masks and points
     cats = sorted(c["id"] for c in data["categories"])
-    autocast, optimizer_step, dtype = training_precision(cfg, mc.train, dev)
+    mixed = training_precision(cfg, mc.train, dev)
     rows = {}
     plan = [("full", True, 0), ("points", True, 0), ("full", False, 0),
             ("full", False, args.workers)]
@@ -53,14 +53,14 @@ def main():
             tg = [{"boxes": s["boxes"].to(dev), "labels": s["labels"].to(dev) + 1,
                    "masks": s["masks"].to(dev, torch.uint8), "points": s["points"].to(dev),
                    "point_labels": s["point_labels"].to(dev)} for s in samples]
-            with autocast():
+            with mixed.autocast():
                 losses = model([s["image"].to(dev) / 255 for s in samples], tg)
-            optimizer_step(opt, sum(losses.values()))
+            mixed.step(opt, sum(losses.values()))
 
         rows[sup, cache, workers] = timed(step, args.iters, device=dev)
     print(f"Mask R-CNN training benchmark ({cfg.experiment_name}, {cfg.backbone.arch}, "
           f"batch {mc.train.batch_size}, {dev}, {args.threads} threads, {args.iters} "
-          f"iterations, training in {dtype})")
+          f"iterations, training in {mixed.name})")
     print("| mask loss | images | loader workers | s/iteration | iterations/s |\n"
           "|---|---|---:|---:|---:|")
     for (sup, cache, workers), v in rows.items():

@@ -90,6 +90,34 @@ def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
     return torch.bfloat16
 
 
+class MixedPrecision:
+    """One training step's precision (hardware.amp, see autocast_dtype): the autocast
+    context the forward pass runs in, and the backward and optimizer step, with loss
+    scaling where the reduced precision is float16. Shared by the training loop and the
+    benchmarks, so both time and train the same step."""
+
+    def __init__(self, amp, device_type: str):
+        self.device_type = device_type
+        self.dtype = autocast_dtype(amp, device_type)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    @property
+    def name(self) -> str:
+        return "float32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, optimizer, loss, params=None, grad_clip: float = 0.0) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if grad_clip > 0:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
 def stage_amp(cfg, node):
     """A stage's reduced-precision setting: its own `amp` where set, else hardware.amp."""
     own = node.get("amp") if node is not None else None
@@ -99,9 +127,8 @@ def stage_amp(cfg, node):
 def precision(cfg, node=None) -> tuple:
     """The training precision, for the fingerprints of trained weights (it changes them):
     () for float32, so that float32 weights keep the fingerprints they had before."""
-    device = str(cfg.hardware.device).split(":")[0]
-    dtype = autocast_dtype(stage_amp(cfg, node), device)
-    return () if dtype is None else (str(dtype).replace("torch.", ""),)
+    mixed = MixedPrecision(stage_amp(cfg, node), str(cfg.hardware.device).split(":")[0])
+    return () if mixed.dtype is None else (mixed.name,)
 
 
 class WeightAverage:
@@ -141,9 +168,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
     device = next(model.parameters()).device
-    amp_dtype = autocast_dtype(amp, device.type)
-    use_amp = amp_dtype is not None
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
+    mixed = MixedPrecision(amp, device.type)
+    scaler = mixed.scaler
     start = 0
     average = WeightAverage(model, ema) if ema > 0 else None
     if last.is_file():
@@ -186,19 +212,13 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     for it in range(start, max_iter):
         if seed is not None:
             torch.manual_seed((seed * 1_000_003 + it) * 64 + dist.rank())
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        with mixed.autocast():
             losses = step(wrapped, it)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {it}; "
                                      f"lower the learning rate or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        mixed.step(optimizer, loss, model.parameters(), grad_clip)
         if scheduler is not None:
             scheduler.step()
         if average is not None:
