@@ -16,8 +16,10 @@ from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_batch
 from pipeline.models import sparseinst as si
 from pipeline.models.backbone import build_backbone, normalize
+from pipeline.models.free_mask import grey_guide
 from pipeline.models.maskrcnn import anchors, build_maskrcnn
 from pipeline.models.predictor import BatchPredictor
+from pipeline.ops.guided_filter import guided_filter
 
 MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst"}
 
@@ -121,6 +123,10 @@ class StudentPredictor(BatchPredictor):
         h, w = image.shape[:2]
         if len(masks) and tuple(shape) != (h, w):
             masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+        radius = int(c.get("guided_radius_px", 0))
+        if len(masks) and radius > 0:  # the free masks' edge snapping, at image size
+            masks = guided_filter(grey_guide(image).to(masks), masks[:, 0][None], radius,
+                                  float(c.get("guided_eps", 1e-3)))[0, :, None]
         masks = (masks[:, 0] >= c.mask_threshold).cpu().numpy()
         anns = []
         for k, (m, s, lab) in enumerate(zip(masks, scores.tolist(), labels.tolist())):
