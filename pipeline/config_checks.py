@@ -95,8 +95,8 @@ RULES = {
     **{k: _zoom_range() for k in ("solo.train.scale_jitter", "maskrcnn.train.scale_jitter",
                                    "sparseinst.train.scale_jitter")},
     "solo.inference.guided_radius": _num(0),
-    **{k: _num(0) for k in ("maskrcnn.inference.guided_radius_px",
-                            "sparseinst.inference.guided_radius_px")},
+    **{k: SIZE for k in ("maskrcnn.inference.guided_radius_px",
+                         "sparseinst.inference.guided_radius_px")},
 }
 
 

@@ -151,6 +151,7 @@ def test_many_rles_checked_at_once_agree_with_one_by_one():
     ("maskrcnn.train.scale_jitter=[1.5,0.5]", r"scale_jitter=\[1.5, 0.5\] .* 0 < lo <= hi"),
     ("solo.train.scale_jitter=[0,1]", r"solo.train.scale_jitter=.* 0 < lo <= hi"),
     ("maskrcnn.inference.guided_radius_px=-2", "guided_radius_px=-2 is out of range"),
+    ("sparseinst.inference.guided_radius_px=2.5", "guided_radius_px=2.5 .* integer >= 0"),
 ])
 def test_settings_out_of_range_fail_before_any_work(sample_cfg, override, message):
     cfg = sample_cfg("stage=baseline", override)

@@ -26,3 +26,23 @@ def test_guided_refinement_moves_student_masks_onto_the_object_edges():
     plain = _iou(_student_masks(0, image, coarse), disc)
     refined = _iou(_student_masks(4, image, coarse), disc)
     assert plain < 0.97 and refined > plain + 0.01, (plain, refined)
+
+
+def test_refinement_in_chunks_matches_mask_by_mask():
+    """More masks than one chunk (16): each comes out as it does alone."""
+    image, _, coarse = _disc_case()
+    pred = StudentPredictor.__new__(StudentPredictor)
+    pred.node = OmegaConf.create({"inference": {"mask_threshold": 0.5, "guided_radius_px": 4}})
+    pred.label_to_cat = {1: 1}
+    h, w = image.shape[:2]
+    prob = F.interpolate(coarse[None], size=(h, w), mode="bilinear", align_corners=False)
+    probs = torch.cat([prob * (0.6 + 0.02 * k) for k in range(20)])     # 20 different masks
+    many = pred.annotations({"id": 1}, image, (h, w),
+                            (probs, torch.full((20,), 0.9), torch.ones(20, dtype=torch.long),
+                             None))
+    alone = [pred.annotations({"id": 1}, image, (h, w),
+                              (p[None], torch.tensor([0.9]), torch.tensor([1]), None))[0]
+             for p in probs]
+    assert len(many) == 20
+    assert [a["segmentation"] for a in many] == [a["segmentation"] for a in alone]
+    assert len({a["segmentation"]["counts"] for a in many}) > 1   # the masks do differ
