@@ -30,18 +30,24 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     return x
 
 
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float,
+                  chunk: int = 16) -> torch.Tensor:
     """guide: (B, 1, H, W) grey image in [0, 1]; src: (B, K, H, W) soft masks.
 
     The output is locally an affine function of the guide, a * I + b, fitted to src in each
     window with ridge weight eps (Eq. 4-6): larger eps smooths more, smaller follows edges.
+    The guide's statistics are computed once; the masks go `chunk` at a time, so 100 masks
+    of an 800 x 1333 image need MBs, not GBs (each mask's result is the same either way).
     """
-    if r < 1:
+    if r < 1 or src.shape[1] == 0:
         return src
     mean_i = box_mean(guide, r)
     var_i = box_mean(guide * guide, r) - mean_i ** 2
-    mean_p = box_mean(src, r)
-    cov_ip = box_mean(guide * src, r) - mean_i * mean_p
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return box_mean(a, r) * guide + box_mean(b, r)
+    out = []
+    for part in src.split(chunk, dim=1):
+        mean_p = box_mean(part, r)
+        cov_ip = box_mean(guide * part, r) - mean_i * mean_p
+        a = cov_ip / (var_i + eps)
+        b = mean_p - a * mean_i
+        out.append(box_mean(a, r) * guide + box_mean(b, r))
+    return torch.cat(out, 1)

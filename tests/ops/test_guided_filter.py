@@ -34,3 +34,14 @@ def test_box_mean_is_the_mean_over_the_window_clipped_at_the_border():
                 want[..., i, j] = x[..., max(0, i - r):i + r + 1,
                                     max(0, j - r):j + r + 1].mean((-2, -1))
         assert torch.allclose(box_mean(x, r), want, atol=1e-6)
+
+
+def test_masks_in_chunks_come_out_as_each_alone():
+    """More masks than one chunk: each mask's result is the one it gets filtered alone."""
+    torch.manual_seed(0)
+    guide, src = torch.rand(2, 1, 24, 20), torch.rand(2, 37, 24, 20)
+    many = guided_filter(guide, src, r=3, eps=1e-3, chunk=16)
+    alone = torch.cat([guided_filter(guide, src[:, k:k + 1], r=3, eps=1e-3)
+                       for k in range(37)], 1)
+    assert torch.equal(many, alone)
+    assert guided_filter(guide, src[:, :0], r=3, eps=1e-3).shape == (2, 0, 24, 20)
