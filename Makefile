@@ -11,7 +11,7 @@ RUN := $(PY) -m pipeline $(ARGS)
 SWEEP := $(PY) -m pipeline -m $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-more compare-seeds annotate annotate-sync label-studio \
-	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs
+	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs results
 
 # Label Studio: a local default token unless you set your own in the environment
 export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
@@ -108,11 +108,13 @@ annotate: pseudo-labels
 annotate-sync: $(STAMP)
 	$(RUN) stage=annotate_sync
 
-# The browser test drives Debian's chromium through Playwright (never a downloaded browser).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+# As root this installs it (apt-get); anyone else is told the one command to run, never sudo.
 browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+		{ echo "browser tests need Debian's chromium and chromium-driver: run" \
+		"'sudo apt-get install chromium chromium-driver' once, then make test again" >&2; exit 1; }
 
 # The Label Studio server's own venv (tests start servers from it)
 .venv-ls/.stamp-label-studio-1.23.2:
@@ -149,6 +151,10 @@ bench-scale: $(STAMP)
 bench-annotation: pseudo-labels browser .venv-ls/.stamp-label-studio-1.23.2
 	$(PY) bench/annotation_session.py --plan-only --split val
 	$(PY) bench/annotation_session.py --tasks 8
+
+# docs/results.md from the runs' own tables (make pseudo-labels / make compare first)
+results: $(STAMP)
+	$(PY) bench/results.py
 
 clean-outputs:
 	rm -rf outputs
