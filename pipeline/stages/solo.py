@@ -94,6 +94,19 @@ def round_iterations(s, r: int) -> int:
     return max(1, round(s.train.max_iter * frac))
 
 
+# solo.* settings that do not change a round's weights, each for a reason: what they do
+# reach the fingerprint another way (targets by content, iterations and starting weights by
+# value) or they act after training. Every other solo key must change the fingerprint
+# (tests/stages/test_self_training.py perturbs each key of both experiments).
+NOT_IN_WEIGHTS = (
+    "targets", "targets_min_score",   # the targets' content is fingerprinted
+    "self_training",                  # next round's targets, iterations, init: all by value
+    "rounds", "train_split",          # how many rounds; the split's images are fingerprinted
+    "eval_splits", "inference",       # prediction only
+    "train.log_every", "train.ckpt_every", "train.cache_images", "train.workers",
+)
+
+
 def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:
     """What a round's weights are made from: training settings, the targets' content, the
     training images, the backbone checkpoint and the weights it starts from."""

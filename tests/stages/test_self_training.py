@@ -1,5 +1,6 @@
 """Self-training targets: confident predictions, plus the previous targets they miss."""
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from pipeline.data.coco import make_coco, mask_to_annotation
@@ -81,3 +82,52 @@ def test_round_one_learns_only_from_confident_free_masks():
     assert len(free["annotations"]) == 2                             # the input is untouched
     with pytest.raises(UserError, match="free.json.*targets_min_score=0.99.*0.950"):
         confident_targets(free, 0.99, "free.json")
+
+
+def _leaves(node, prefix=""):
+    """(dotted key, value) of every leaf of a plain config tree."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _perturbed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value[:-1] if value else [1]
+    return 1
+
+
+@pytest.mark.parametrize("experiment", ["cpu_sample", "coco_r50"])
+def test_every_solo_setting_reaches_the_round_fingerprint_or_is_declared(tmp_path, experiment):
+    """A solo key added later cannot leave old weights looking valid: each key either changes
+    the fingerprint or is named in NOT_IN_WEIGHTS with its reason."""
+    from omegaconf import OmegaConf, open_dict
+    from pipeline.data.datasets import Split
+    from pipeline.stages.solo import NOT_IN_WEIGHTS, round_fingerprint
+    from tests.conftest import make_cfg
+    cfg = make_cfg(tmp_path, "backbone.weights=null", f"experiment={experiment}")
+    images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 40}]
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"one")
+    split = Split("train", tmp_path / "imgs", {"images": images, "annotations": []}, False)
+    t1 = make_coco(images, [mask_to_annotation(box_mask(0, 0), 1, score=0.9)])
+    key = round_fingerprint(cfg, 1, t1, None, split)
+    plain = OmegaConf.to_container(cfg.solo, resolve=True)
+    missed = []
+    for name, value in _leaves(plain):
+        if any(name == d or name.startswith(d + ".") for d in NOT_IN_WEIGHTS):
+            continue
+        changed = cfg.copy()
+        with open_dict(changed):
+            OmegaConf.update(changed, f"solo.{name}", _perturbed(value), merge=False)
+        if round_fingerprint(changed, 1, t1, None, split) == key:
+            missed.append(name)
+    assert not missed, f"solo keys that change no round fingerprint: {missed}"
