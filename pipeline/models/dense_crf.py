@@ -54,7 +54,8 @@ def crf_mask(image: np.ndarray, mask: np.ndarray, p: CRFParams = CRFParams()) ->
     crf.setUnaryEnergy(unary)
     crf.addPairwiseGaussian(sxy=p.pos_xy_std, compat=p.pos_weight)
     crf.addPairwiseBilateral(sxy=p.bi_xy_std, srgb=p.bi_rgb_std,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+                             rgbim=np.array(image, dtype=np.uint8, order="C"),  # a copy:
+                             # pydensecrf needs a writable buffer
                              compat=p.bi_weight)
     q = np.array(crf.inference(p.iterations)).reshape(2, h, w)
     return ndi.binary_fill_holes(q.argmax(0) == 1)

@@ -44,6 +44,7 @@ def scene():
 def test_crf_snaps_a_coarse_mask_to_the_object_and_drops_a_moved_one():
     pytest.importorskip("pydensecrf.densecrf")
     img, obj = scene()
+    img.setflags(write=False)                   # images arrive read-only from the loader
     coarse = np.zeros_like(obj)
     coarse[10:32, 12:36] = True                 # off by a few pixels, as a cut at stride 16
     stray = np.zeros_like(obj)
