@@ -95,6 +95,17 @@ RULES = {
     **{k: _zoom_range() for k in ("solo.train.scale_jitter", "maskrcnn.train.scale_jitter",
                                    "sparseinst.train.scale_jitter")},
     "solo.inference.guided_radius": _num(0),
+    # the papers' choices and their switches (docs/fidelity.md)
+    "pretrain.dense_queue": _one_of("pooled_projection", "pooled_normalised"),
+    "pretrain.key_bn": _one_of("own", "copy"),
+    "sparseinst.group_fc": _one_of("expand", "project"),
+    "sparseinst.loss.match_dice": _one_of("squared", "plain"),
+    "sparseinst.inference.rescore": _one_of("maskness", "none"),
+    "freemask.maskcut.graph": _one_of("zero", "remove"),
+    "freemask.maskcut.corner_rule": _one_of("first", "after_seed"),
+    **{k: FRACTION for k in ("sparseinst.loss.objectness_threshold", "solo.loss.drop_loss_iou",
+                             "supervision.drop_loss_iou", "freemask.maskcut.max_area_frac",
+                             "freemask.maskcut.crf_min_iou")},
     **{k: SIZE for k in ("maskrcnn.inference.guided_radius_px",
                          "sparseinst.inference.guided_radius_px")},
 }

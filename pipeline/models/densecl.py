@@ -26,17 +26,32 @@ class _Heads(nn.Module):
                                        nn.Conv2d(hidden, dim, 1))
 
     def forward(self, c5):
+        """-> normalised global (B, D), normalised dense (B, D, S), and the dense queue's key:
+        the mean of the unnormalised dense projection, normalised (B, D) (the released
+        neck's pooled dense output)."""
         g = self.global_mlp(c5.mean(dim=(2, 3)))
-        d = self.dense_mlp(c5)
-        return F.normalize(g, dim=1), F.normalize(d.flatten(2), dim=1)  # (B, D), (B, D, S)
+        d = self.dense_mlp(c5).flatten(2)
+        return F.normalize(g, dim=1), F.normalize(d, dim=1), F.normalize(d.mean(2), dim=1)
 
 
 class DenseCL(nn.Module):
     def __init__(self, backbone: ResNetFeatures, dim: int = 128, hidden: int = 512,
                  queue_size: int = 65536, momentum: float = 0.999, temperature: float = 0.2,
-                 dense_weight: float = 0.5, shuffle_groups: int = 1):
+                 dense_weight: float = 0.5, shuffle_groups: int = 1,
+                 dense_queue: str = "pooled_projection", key_bn: str = "own"):
+        """dense_queue: what the dense queue stores per key image: `pooled_projection` (the
+        released code: the unnormalised dense projection averaged, then normalised) or
+        `pooled_normalised` (the normalised cells averaged, then normalised).
+        key_bn: `own` (MoCo / DenseCL: the key encoder's BN running statistics come from its
+        own forward passes; only weights follow the query encoder) or `copy` (copied from
+        the query encoder at every step)."""
         super().__init__()
-        self.shuffle_groups = shuffle_groups
+        if dense_queue not in ("pooled_projection", "pooled_normalised"):
+            raise ValueError(f"pretrain.dense_queue={dense_queue!r}: use pooled_projection "
+                             "or pooled_normalised")
+        if key_bn not in ("own", "copy"):
+            raise ValueError(f"pretrain.key_bn={key_bn!r}: use own or copy")
+        self.shuffle_groups, self.dense_queue, self.key_bn = shuffle_groups, dense_queue, key_bn
         c5 = backbone.channels["res5"]
         self.backbone_q, self.heads_q = backbone, _Heads(c5, hidden, dim)
         self.backbone_k, self.heads_k = copy.deepcopy(backbone), copy.deepcopy(self.heads_q)
@@ -53,8 +68,9 @@ class DenseCL(nn.Module):
         k_params = list(self.backbone_k.parameters()) + list(self.heads_k.parameters())
         torch._foreach_mul_(k_params, self.m)
         torch._foreach_add_(k_params, q_params, alpha=1 - self.m)
-        for bq, bk in zip(self.backbone_q.buffers(), self.backbone_k.buffers()):
-            bk.copy_(bq)  # BN running statistics follow the query encoder
+        if self.key_bn == "copy":
+            for bq, bk in zip(self.backbone_q.buffers(), self.backbone_k.buffers()):
+                bk.copy_(bq)  # BN running statistics follow the query encoder
 
     @torch.no_grad()
     def _enqueue(self, g: torch.Tensor, d: torch.Tensor):
@@ -69,12 +85,13 @@ class DenseCL(nn.Module):
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor) -> dict:
         c5_q = self.backbone_q(view_q)["res5"]
-        g_q, d_q = self.heads_q(c5_q)
+        g_q, d_q, _ = self.heads_q(c5_q)
         with torch.no_grad():
             self._momentum_update()
-            c5_k, g_k, d_k = self._keys(view_k)
+            c5_k, g_k, d_k, pooled_k = self._keys(view_k)
         # matching, queue and losses in float32 (pipeline.ops.precision)
-        c5_q, g_q, d_q, c5_k, g_k, d_k = to_float32((c5_q, g_q, d_q, c5_k, g_k, d_k))
+        c5_q, g_q, d_q, c5_k, g_k, d_k, pooled_k = to_float32(
+            (c5_q, g_q, d_q, c5_k, g_k, d_k, pooled_k))
         with full_precision(view_q.device):
             with torch.no_grad():
                 # Dense correspondence: each query cell's most similar key cell, by backbone
@@ -87,7 +104,8 @@ class DenseCL(nn.Module):
             b, dim, s = d_q.shape
             loss_d = self._info_nce(d_q.transpose(1, 2).reshape(b * s, dim),
                                     d_k_pos.transpose(1, 2).reshape(b * s, dim), self.queue_d)
-            self._enqueue(g_k, F.normalize(d_k.mean(dim=2), dim=1))
+            self._enqueue(g_k, pooled_k if self.dense_queue == "pooled_projection"
+                          else F.normalize(d_k.mean(dim=2), dim=1))
         loss = (1 - self.dense_weight) * loss_g + self.dense_weight * loss_d
         return {"loss": loss, "loss_global": loss_g.detach(), "loss_dense": loss_d.detach()}
 
@@ -112,15 +130,17 @@ class DenseCL(nn.Module):
         for idx in chunks:
             c5 = self.backbone_k(x[idx])["res5"]
             outs.append((c5, *self.heads_k(c5)))
-        c5, g, d = (torch.cat(t) for t in zip(*outs))
+        outs = [torch.cat(t) for t in zip(*outs)]       # c5, global, dense, pooled dense
         if world > 1:
-            c5, g, d = _all_gather(c5), _all_gather(g), _all_gather(d)
+            outs = [_all_gather(t) for t in outs]
         order = torch.empty_like(perm)
         order[perm] = torch.arange(n, device=perm.device)
         keep = order if world == 1 else order.chunk(world)[dist.rank()]
-        return c5[keep], g[keep], d[keep]
+        return tuple(t[keep] for t in outs)
 
     def _info_nce(self, q, k, queue):
+        """InfoNCE (MoCo Eq. 1): -log softmax of the positive logit q.k / t among it and the
+        negatives q.queue / t, averaged over the rows of q."""
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.clone().detach().T
         logits = torch.cat([pos, neg], dim=1) / self.t

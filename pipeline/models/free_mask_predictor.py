@@ -12,6 +12,7 @@ from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
 from pipeline.models.free_mask import (FreeMaskParams, embed, free_masks, grey_guide,
                                        upsample_masks)
+from pipeline.models.dense_crf import CRFParams, crf_refine, require_crf
 from pipeline.models.maskcut import MaskCutParams, maskcut
 from pipeline.models.predictor import BatchPredictor
 
@@ -61,6 +62,10 @@ class FreeMaskPredictor(BatchPredictor):
         self.cfg = cfg
         self.params = FreeMaskParams.from_cfg(cfg)
         self.maskcut = MaskCutParams.from_cfg(cfg.maskcut)
+        self.crf = cfg.method == "maskcut" and bool(cfg.maskcut.get("crf", False))
+        if self.crf:  # the optional package, checked before any work
+            require_crf()
+            self.crf_params = CRFParams(min_iou=float(cfg.maskcut.get("crf_min_iou", 0.5)))
         self.stride = STRIDES[cfg.feature_level]
 
     @torch.no_grad()
@@ -129,6 +134,11 @@ class FreeMaskPredictor(BatchPredictor):
         masks = upsample_masks(soft[None].float(), self.stride, input_hw, image_hw,
                                c.mask_threshold, guide, c.guided_radius, c.guided_eps)[0]
         keep = mask_filters(masks, c)
+        if self.crf:  # CutLER's dense CRF, and its IoU(before, after) check
+            refined, ok = crf_refine(np.ascontiguousarray(image[..., :3]), masks.cpu().numpy(),
+                                     self.crf_params)
+            masks = torch.from_numpy(refined).to(masks.device)
+            keep &= torch.from_numpy(ok).to(keep.device)
         masks = masks[keep].cpu().numpy()
         anns = []
         for m, extra in zip(masks, [e for e, k in zip(extras, keep.tolist()) if k]):

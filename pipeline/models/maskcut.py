@@ -3,10 +3,11 @@
 A graph over the feature cells of one image, edges from the cosine similarity of the
 self-supervised features (binarised at tau); the second-smallest generalized eigenvector of
 (D - W) x = lambda D x splits it in two; the side holding the largest |x| is the foreground and
-the connected component of that seed is one object; its cells leave the graph and the cut is
-repeated. Optional: a bilateral colour term in the affinity (Deep Spectral Methods,
-Melas-Kyriazi et al., CVPR 2022, Sec. 3.2), which carries the cut where an in-house backbone
-trained on a few dozen images still knows little.
+the connected component of that seed is one object; its cells' features are zeroed (they stay
+in the graph, linked to everything by eps only: the released maskcut.py) or, as an option, the
+cells leave the graph; then the cut is repeated. Optional: a bilateral colour term in the
+affinity (Deep Spectral Methods, Melas-Kyriazi et al., CVPR 2022, Sec. 3.2), which carries
+the cut where an in-house backbone trained on a few dozen images still knows little.
 """
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ class MaskCutParams:
     max_cuts: int = 0             # cuts per image at most (0: 2 x max_objects)
     min_score: float = 0.05       # pieces scored lower leave the graph but are not objects
     min_cells: int = 2            # smaller components are dropped
-    max_area_frac: float = 0.5    # a "foreground" over this share of the image is background
+    max_area_frac: float = 1.0    # < 1: a "foreground" over this share of the image is
+                                  # background (not in CutLER)
+    graph: str = "zero"           # zero: found cells' features zeroed, cells kept (released);
+                                  # remove: found cells leave the graph
+    corner_rule: str = "first"    # first: the side holding >= 3 corners is background, else
+                                  # the seed's side is foreground (released); after_seed: orient
+                                  # to the seed first, then the corner and area rules
 
     @classmethod
     def from_cfg(cls, cfg) -> "MaskCutParams":
@@ -106,40 +113,59 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
     """
     _, h, w = feat.shape
     n = h * w
+    if p.graph not in ("zero", "remove") or p.corner_rule not in ("first", "after_seed"):
+        raise ValueError(f"freemask.maskcut.graph={p.graph!r} / corner_rule={p.corner_rule!r}: "
+                         "use zero|remove and first|after_seed")
     f = feat.flatten(1).float()
     if p.centre:  # ReLU features are all positive: their raw cosines are all high
         f = f - f.mean(1, keepdim=True)
-    w_all = p.feature_weight * feature_affinity(f, p.tau, p.eps)
-    if p.colour_weight > 0 and lab is not None:
-        w_all = w_all + p.colour_weight * colour_affinity(lab.float(), p.colour_sigma,
-                                                          p.position_sigma)
-    free = np.ones(n, bool)                  # cells still in the graph
+    colour = (colour_affinity(lab.float(), p.colour_sigma, p.position_sigma)
+              if p.colour_weight > 0 and lab is not None else None)
+    w_all = cut_graph(f, colour, p, np.zeros(n, bool))
+    free = np.ones(n, bool)                  # cells not yet found or rejected
+    corner_idx = [0, w - 1, n - w, n - 1]
     objects = []
     for _ in range(p.max_cuts or 2 * p.max_objects):
         if len(objects) >= p.max_objects:
             break
-        idx = np.flatnonzero(free)
-        if len(idx) < 2 * p.min_cells:
-            break
-        sub = w_all[idx][:, idx]
+        if p.graph == "zero":
+            idx = np.arange(n)
+            if free.sum() < 2 * p.min_cells:
+                break
+            sub = w_all if free.all() else cut_graph(f, colour, p, ~free)
+        else:
+            idx = np.flatnonzero(free)
+            if len(idx) < 2 * p.min_cells:
+                break
+            sub = w_all[idx][:, idx]
         x = fiedler_vector(sub)
         part = x > x.mean()
-        seed = int(np.abs(x).argmax())
-        if not part[seed]:
-            part = ~part
         side = np.zeros(n, bool)
         side[idx[part]] = True
-        corners = side[[0, w - 1, n - w, n - 1]].sum()
-        if corners >= 3 or part.sum() > p.max_area_frac * n:
-            # the seed's side holds most corners or most of the image: it is the background
-            part = ~part
+        if p.corner_rule == "first":
+            # released order: a side holding >= 3 image corners is background; otherwise the
+            # side holding the eigenvector's largest |entry| (the seed) is the foreground
+            if side[corner_idx].sum() >= 3 or not part[int(np.abs(x).argmax())]:
+                part = ~part
+            if part.sum() > p.max_area_frac * n:
+                part = ~part
+        else:
+            seed = int(np.abs(x).argmax())
+            if not part[seed]:
+                part = ~part
             side = np.zeros(n, bool)
             side[idx[part]] = True
+            if side[corner_idx].sum() >= 3 or part.sum() > p.max_area_frac * n:
+                # the seed's side holds most corners or most of the image: the background
+                part = ~part
+        side = np.zeros(n, bool)
+        side[idx[part]] = True
+        side &= free                          # found cells are never part of a new object
         comps, num = ndi.label(side.reshape(h, w))
         sizes = np.bincount(comps.flat, minlength=num + 1)
         # the seed: the strongest cell of a component large enough to be an object (a
         # one-cell seed would otherwise end the search with real objects left in the graph)
-        ok = (sizes >= p.min_cells)[comps.flat[idx]] & part
+        ok = (sizes >= p.min_cells)[comps.flat[idx]] & side[idx]
         if not ok.any():
             free &= ~side
             continue
@@ -156,6 +182,26 @@ def maskcut(feat: torch.Tensor, lab: torch.Tensor | None, p: MaskCutParams):
             if score >= p.min_score:
                 objects.append((m, score))
             taken |= m.flatten()
-        # found cells leave the graph; so does a rejected side, or the next cut repeats it
+        # found cells leave the graph (or are zeroed); so is a rejected side, or the next cut
+        # would repeat it
         free &= ~(taken if taken.any() else side)
     return objects
+
+
+def cut_graph(f: torch.Tensor, colour: torch.Tensor | None, p: MaskCutParams,
+              found: np.ndarray) -> torch.Tensor:
+    """(N, N) affinity of the cut: the binary feature graph (+ the colour term), with the
+    features of the `found` cells zeroed (CutLER's released loop): a zero feature has cosine
+    0 with every cell, so its edges fall to eps and the next cut looks elsewhere; with the
+    colour term the found cells' edges are set to eps alike."""
+    if found.any():
+        f = f.clone()
+        f[:, torch.from_numpy(found)] = 0
+    w = p.feature_weight * feature_affinity(f, p.tau, p.eps)
+    if colour is not None:
+        w = w + p.colour_weight * colour
+    if found.any():
+        gone = torch.from_numpy(found)
+        w[gone] = p.eps
+        w[:, gone] = p.eps
+    return w

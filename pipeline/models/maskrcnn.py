@@ -42,6 +42,7 @@ class PointSupRoIHeads(RoIHeads):
     """torchvision RoIHeads whose mask loss reads points instead of masks when asked to."""
 
     mask_supervision = "full"      # "full": torchvision's per-pixel loss; "points": point_loss
+    drop_loss_iou = 0.0            # > 0: CutLER's DropLoss on the box classifier
 
     def select_training_samples(self, proposals, targets):
         out = super().select_training_samples(proposals, targets)
@@ -49,6 +50,38 @@ class PointSupRoIHeads(RoIHeads):
         return out
 
     def forward(self, features, proposals, image_shapes, targets=None):
+        if not self.training or self.drop_loss_iou <= 0:
+            return self._forward(features, proposals, image_shapes, targets)
+        seen = {}
+        hook = self.box_predictor.register_forward_hook(lambda m, i, o: seen.update(out=o))
+        try:
+            result, losses = self._forward(features, proposals, image_shapes, targets)
+        finally:
+            hook.remove()
+        losses["loss_classifier"] = self._drop_loss_classifier(*seen["out"], targets)
+        return result, losses
+
+    def _drop_loss_classifier(self, class_logits, box_regression, targets):
+        """CutLER's DropLoss (Wang et al., CVPR 2023, Sec. 3.2, Eq. 2): the box classifier's
+        cross-entropy without the sampled RoIs whose predicted box overlaps no pseudo-label
+        by more than `drop_loss_iou` IoU (their box of the highest-scoring class): a region
+        the pseudo-labels miss is not pushed to background. Mean over the sampled RoIs."""
+        from torchvision.ops import box_iou
+        props, _, labels, _ = self._samples
+        with torch.no_grad():
+            boxes = self.box_coder.decode(box_regression, props)               # (R, C+1, 4)
+            best = class_logits[:, 1:].argmax(1) + 1
+            boxes = boxes[torch.arange(len(boxes), device=boxes.device), best]
+            keep = []
+            for b, t in zip(boxes.split([len(p) for p in props]), targets):
+                if len(t["boxes"]) == 0:
+                    keep.append(torch.ones(len(b), device=b.device))
+                else:
+                    keep.append((box_iou(b, t["boxes"]).amax(1) > self.drop_loss_iou).float())
+        ce = F.cross_entropy(class_logits, torch.cat(labels), reduction="none")
+        return (ce * torch.cat(keep)).mean()
+
+    def _forward(self, features, proposals, image_shapes, targets=None):
         if not self.training or self.mask_supervision == "full":
             return super().forward(features, proposals, image_shapes, targets)
         mask_roi_pool, self.mask_roi_pool = self.mask_roi_pool, None  # box branch only
@@ -85,7 +118,8 @@ class _NoResize(GeneralizedRCNNTransform):
 
 def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str = "full",
                    fpn_channels: int = 256, mask_head_channels: int = 256,
-                   box_head_dim: int = 1024, **kwargs) -> MaskRCNN:
+                   box_head_dim: int = 1024, drop_loss_iou: float = 0.0,
+                   **kwargs) -> MaskRCNN:
     """num_classes excludes background. Head widths default to torchvision's; kwargs go to
     torchvision's MaskRCNN (box thresholds, proposals and RoIs per image, ...)."""
     from torchvision.models.detection.faster_rcnn import TwoMLPHead
@@ -103,6 +137,7 @@ def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str 
     heads = model.roi_heads
     heads.__class__ = PointSupRoIHeads  # same state, our forward: no weights are copied
     heads.mask_supervision = supervision
+    heads.drop_loss_iou = float(drop_loss_iou)
     # torchvision names FPN maps '0'..'3','pool'; ours are p2..p6: pool over p2..p5
     from torchvision.ops import MultiScaleRoIAlign
     heads.box_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)

@@ -76,9 +76,11 @@ class SOLOv2(nn.Module):
     def __init__(self, backbone: ResNetFeatures, levels: list[Level], num_classes: int = 1,
                  fpn_channels: int = 256, head_channels: int = 256, head_convs: int = 4,
                  mask_channels: int = 256, embedding_dim: int = 0,
-                 mask_branch_channels: int = 128):
+                 mask_branch_channels: int = 128, split_feats: bool = True):
+        """split_feats: SOLOv2's released head input: P2 halved and P6 resized to P5's size
+        before each level is resized to its grid (false: every level resized directly)."""
         super().__init__()
-        self.levels, self.num_classes = levels, num_classes
+        self.levels, self.num_classes, self.split_feats = levels, num_classes, split_feats
         self.features = BackboneFPN(backbone, fpn_channels)
         self.cate_tower = nn.Sequential(*[conv_gn(fpn_channels if i == 0 else head_channels,
                                                   head_channels) for i in range(head_convs)])
@@ -98,6 +100,11 @@ class SOLOv2(nn.Module):
         cates, kernels, embeds = [], [], []
         for lv in self.levels:
             f = fpn[lv.feature]
+            if self.split_feats and lv.feature == "p2":
+                f = F.interpolate(f, scale_factor=0.5, mode="bilinear", align_corners=False)
+            elif self.split_feats and lv.feature == "p6":
+                f = F.interpolate(f, size=fpn["p5"].shape[-2:], mode="bilinear",
+                                  align_corners=False)
             k_in = F.interpolate(torch.cat([f, coord_channels(f)], 1), size=(lv.grid, lv.grid),
                                  mode="bilinear", align_corners=False)
             c_in = k_in[:, :-2]
@@ -172,6 +179,31 @@ class LossWeights:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     sigma: float = 0.2
+    drop_loss_iou: float = 0.0    # > 0: CutLER's DropLoss on the category maps (drop_weights)
+
+
+@torch.no_grad()
+def drop_weights(kernels: torch.Tensor, mask_feat: torch.Tensor, targets: torch.Tensor,
+                 positive: torch.Tensor, iou: float, chunk: int = 1024) -> torch.Tensor:
+    """CutLER's DropLoss (Wang et al., CVPR 2023, Sec. 3.2, Eq. 2) on SOLO's grid:
+    kernels (P, D) of P cells, mask_feat (D, h, w), targets (M, h, w) bool, positive (P,)
+    bool -> (P,) weights of the cells' category loss: 0 for a negative cell whose mask
+    (logit > 0) overlaps every target by IoU <= `iou` (it may have found an object the
+    pseudo-labels miss), else 1. No targets: no cell is dropped."""
+    weight = torch.ones(len(kernels), device=kernels.device)
+    if len(targets) == 0:
+        return weight
+    t = targets.flatten(1).float()
+    t_area = t.sum(1)
+    best = []
+    for k in kernels.split(chunk):
+        m = (k @ mask_feat.flatten(1) > 0).float()
+        inter = m @ t.T
+        union = m.sum(1)[:, None] + t_area[None] - inter
+        best.append((inter / union.clamp(min=1)).amax(1))
+    drop = (torch.cat(best) <= iou) & ~positive
+    weight[drop] = 0.0
+    return weight
 
 
 def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
@@ -189,7 +221,7 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
     b, _, hp, wp = images_rgb.shape
     mf = out["mask_feat"]
     hm, wm = mf.shape[-2:]
-    cate_logits, cate_targets = [], []
+    cate_logits, cate_targets, cate_weights = [], [], []
     pos_logits, pos_masks, pos_boxes, pos_img, pos_emb_pred, pos_emb_tgt = [], [], [], [], [], []
     pos_level = []
     for i, s in enumerate(samples):
@@ -205,6 +237,10 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
             onehot[fg.nonzero()[:, 0], t["labels"][fg]] = 1
             cate_logits.append(cl)
             cate_targets.append(onehot)
+            if w.drop_loss_iou > 0:
+                cate_weights.append(drop_weights(
+                    out["kernel"][li][i].flatten(1).T, mf[i], small.to(device),
+                    fg.to(device), w.drop_loss_iou)[:, None].expand_as(cl))
             if fg.any():
                 cells = fg.nonzero()[:, 0]
                 kern = out["kernel"][li][i].flatten(1).T[cells.to(device)]  # (P, D)
@@ -220,9 +256,14 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
     cate_logits = torch.cat(cate_logits)
     cate_targets = torch.cat(cate_targets).to(device)
     num_pos = sum(len(p) for p in pos_logits)
-    losses = {"loss_cate": w.cate * sigmoid_focal_loss(
-        cate_logits, cate_targets, alpha=w.focal_alpha, gamma=w.focal_gamma,
-        reduction="sum") / (num_pos + 1)}
+    if cate_weights:
+        focal = (sigmoid_focal_loss(cate_logits, cate_targets, alpha=w.focal_alpha,
+                                    gamma=w.focal_gamma, reduction="none")
+                 * torch.cat(cate_weights)).sum()
+    else:
+        focal = sigmoid_focal_loss(cate_logits, cate_targets, alpha=w.focal_alpha,
+                                   gamma=w.focal_gamma, reduction="sum")
+    losses = {"loss_cate": w.cate * focal / (num_pos + 1)}
     zero = mf.sum() * 0
     if num_pos == 0:
         losses.update({k: zero for k, on in (("loss_dice", w.dice), ("loss_pair", w.pairwise),
@@ -349,5 +390,6 @@ def build_solo(cfg, device) -> SOLOv2:
                    fpn_channels=s.fpn_channels, head_channels=s.head_channels,
                    head_convs=s.head_convs, mask_channels=s.mask_channels,
                    mask_branch_channels=s.get("mask_branch_channels") or s.mask_channels,
-                   embedding_dim=s.embedding.dim if s.embedding.enabled else 0)
+                   embedding_dim=s.embedding.dim if s.embedding.enabled else 0,
+                   split_feats=bool(s.get("split_feats", True)))
     return model.to(device)

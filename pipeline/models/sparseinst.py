@@ -83,16 +83,22 @@ class IAMDecoder(nn.Module):
     coordinate features (CoordConv) whose map the kernels are dotted with."""
 
     def __init__(self, channels: int, dim: int, num_queries: int, num_classes: int,
-                 kernel_dim: int, convs: int = 4, groups: int = 4):
+                 kernel_dim: int, convs: int = 4, groups: int = 4, group_fc: str = "expand"):
+        """group_fc: `expand` (released GroupIAMDecoder: the G concatenated group features
+        through Linear(G*dim, G*dim), the heads on G*dim) or `project` (Linear(G*dim, dim),
+        the heads on dim: fewer weights)."""
         super().__init__()
+        if group_fc not in ("expand", "project"):
+            raise ValueError(f"sparseinst.group_fc={group_fc!r}: use expand or project")
         self.n, self.g = num_queries, groups
         self.inst_branch = nn.Sequential(*[conv_relu(channels + 2 if i == 0 else dim, dim)
                                            for i in range(convs)])
         self.iam = nn.Conv2d(dim, num_queries * groups, 3, padding=1, groups=groups)
-        self.project = nn.Linear(dim * groups, dim)
-        self.cls = nn.Linear(dim, num_classes)
-        self.kernel = nn.Linear(dim, kernel_dim)
-        self.objectness = nn.Linear(dim, 1)
+        head = dim * groups if group_fc == "expand" else dim
+        self.project = nn.Linear(dim * groups, head)
+        self.cls = nn.Linear(head, num_classes)
+        self.kernel = nn.Linear(head, kernel_dim)
+        self.objectness = nn.Linear(head, 1)
         self.mask_branch = nn.Sequential(*[conv_relu(channels + 2 if i == 0 else dim, dim)
                                            for i in range(convs)],
                                          nn.Conv2d(dim, kernel_dim, 1))
@@ -113,7 +119,7 @@ class IAMDecoder(nn.Module):
         iam = self.iam(inst)                                          # (B, N*G, H, W)
         feats = iam_features(iam, inst)                               # (B, N*G, D)
         feats = feats.view(b, self.g, self.n, d).transpose(1, 2).reshape(b, self.n, self.g * d)
-        feats = F.relu(self.project(feats))                           # (B, N, D)
+        feats = F.relu(self.project(feats))                    # (B, N, G*D) or (B, N, D)
         mask_feat = self.mask_branch(x)                               # (B, K, H, W)
         masks = torch.einsum("bnk,bkhw->bnhw", self.kernel(feats), mask_feat)
         return {"logits": self.cls(feats), "objectness": self.objectness(feats)[..., 0],
@@ -135,12 +141,12 @@ class SparseInst(nn.Module):
 
     def __init__(self, backbone: ResNetFeatures, num_classes: int = 1, channels: int = 256,
                  dim: int = 256, num_queries: int = 100, kernel_dim: int = 128,
-                 convs: int = 4, groups: int = 4):
+                 convs: int = 4, groups: int = 4, group_fc: str = "expand"):
         super().__init__()
         self.backbone = backbone
         self.encoder = InstanceContextEncoder(backbone.channels, channels)
         self.decoder = IAMDecoder(channels, dim, num_queries, num_classes, kernel_dim, convs,
-                                  groups)
+                                  groups, group_fc)
 
     def forward(self, images: torch.Tensor) -> dict:
         out = self.decoder(self.encoder(self.backbone(images)))
@@ -164,6 +170,13 @@ class LossWeights:
     box_projection: float = 2.0       # points: mask projections match the box's (BoxInst)
     pairwise: float = 0.0             # points: like-coloured neighbours share a label (BoxInst)
     pairwise_threshold: float = 0.3
+    match_dice: str = "squared"       # matching dice: 2 sum(pt) / (sum p^2 + sum t^2) (released
+                                      # loss.py dice_score); "plain": / (sum p + sum t)
+    objectness_threshold: float = 0.4  # a predicted pixel counts for the objectness IoU target
+                                      # at probability >= this (released compute_mask_iou)
+    drop_loss_iou: float = 0.0        # > 0: CutLER's DropLoss: unmatched queries whose mask
+                                      # overlaps no target by more than this IoU get no
+                                      # classification loss (pseudo-labels miss objects)
 
 
 def sample_at_points(logits: torch.Tensor, points: torch.Tensor, image_hw) -> torch.Tensor:
@@ -204,9 +217,14 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1)
 
 
-def dice_score_matrix(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(Q, HW), (M, HW) -> (Q, M) dice coefficients."""
+def dice_score_matrix(prob: torch.Tensor, target: torch.Tensor,
+                      squared: bool = False) -> torch.Tensor:
+    """(Q, HW), (M, HW) -> (Q, M) dice coefficients: 2 sum(p t) / (sum p + sum t), or with
+    squared sums in the denominator (sum p^2 + sum t^2, the released matcher's)."""
     inter = prob @ target.T
+    if squared:
+        return 2 * inter / ((prob * prob).sum(-1)[:, None] + (target * target).sum(-1)[None]
+                            + 1e-4)
     return 2 * inter / (prob.sum(-1)[:, None] + target.sum(-1)[None] + 1e-5)
 
 
@@ -230,6 +248,7 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
     hm, wm = masks.shape[-2:]
     hp, wp = padded_hw
     cls_target = torch.zeros_like(logits)
+    cls_weight = torch.ones_like(logits)      # DropLoss zeroes the rows of dropped queries
     mask_terms, obj_pred, obj_target = [], [], []
     num = 0
     for i, s in enumerate(samples):
@@ -245,14 +264,17 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
             tgt = F.interpolate(tgt[None], size=(hm, wm), mode="bilinear",
                                 align_corners=False)[0].flatten(1)                 # (M, hw)
             pred = masks[i].flatten(1)
-            q, t = hungarian_match(prob_cls, dice_score_matrix(pred.detach().sigmoid(), tgt),
-                                   w.match_alpha)
+            q, t = hungarian_match(prob_cls, dice_score_matrix(
+                pred.detach().sigmoid(), tgt, squared=w.match_dice == "squared"), w.match_alpha)
             q, t = q.to(device), t.to(device)
             p, g = pred[q], tgt[t]
             mask_terms.append(w.dice * dice_loss(p.sigmoid(), g)
                               + w.bce * F.binary_cross_entropy_with_logits(
                                   p, g, reduction="none").mean(-1))
-            iou = mask_iou(p.detach().sigmoid() > 0.5, g > 0.5)
+            iou = mask_iou(p.detach().sigmoid() >= w.objectness_threshold, g > 0.5)
+            if w.drop_loss_iou > 0:
+                drop = drop_mask(pred.detach().sigmoid() >= 0.5, tgt > 0.5, q, w.drop_loss_iou)
+                cls_weight[i, drop] = 0.0
         else:
             pts, lab = s["points"].to(device), s["point_labels"].to(device)
             at = sample_at_points(masks[i], pts, (hp, wp))                         # (Q, M, K)
@@ -292,8 +314,9 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         obj_pred.append(obj[i, q])
         obj_target.append(iou)
     norm = max(num, 1)
-    losses = {"loss_cls": w.cls * sigmoid_focal_loss(
-        logits, cls_target, alpha=w.focal_alpha, gamma=w.focal_gamma, reduction="sum") / norm}
+    losses = {"loss_cls": w.cls * (sigmoid_focal_loss(
+        logits, cls_target, alpha=w.focal_alpha, gamma=w.focal_gamma, reduction="none")
+        * cls_weight).sum() / norm}
     if mask_terms:
         losses["loss_mask"] = torch.cat(mask_terms).mean()
         losses["loss_objectness"] = w.objectness * F.binary_cross_entropy_with_logits(
@@ -303,6 +326,21 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         losses["loss_mask"], losses["loss_objectness"] = zero, zero
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def drop_mask(pred: torch.Tensor, target: torch.Tensor, matched: torch.Tensor,
+              iou: float) -> torch.Tensor:
+    """CutLER's DropLoss (Wang et al., CVPR 2023, Sec. 3.2, Eq. 2) for query-based models:
+    (Q, HW) binary predictions, (M, HW) binary targets, matched query indices -> (Q,) bool,
+    True for the unmatched queries whose mask overlaps every target by IoU <= `iou`: they
+    may have found an object the pseudo-labels miss, so they are not pushed to background."""
+    p, t = pred.float(), target.float()
+    inter = p @ t.T
+    union = p.sum(-1)[:, None] + t.sum(-1)[None] - inter
+    best = (inter / union.clamp(min=1)).amax(-1) if len(t) else p.new_zeros(len(p))
+    drop = best <= iou
+    drop[matched] = False
+    return drop
 
 
 def colour_edges(image: torch.Tensor, image_hw, mask_hw):
@@ -350,17 +388,32 @@ class InferenceParams:
     score_threshold: float = 0.005
     mask_threshold: float = 0.45
     max_per_image: int = 100
+    rescore: str = "maskness"     # released: score x mean probability inside the binary mask;
+                                  # "none": sqrt(p_class * p_objectness) only
+
+
+def maskness(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(K, h, w) mask probabilities -> (K,) mean probability of the pixels above threshold
+    (0 for an empty mask): how sure a mask is of its own pixels."""
+    binary = (prob > threshold).float()
+    return (prob * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
 
 
 @torch.no_grad()
 def sparseinst_predict(out: dict, i: int, p: InferenceParams):
     """Image i of a batch: (mask logits (K, h, w) at stride 4, scores (K,), labels (K,)).
-    score = sqrt(p_class * p_objectness); no NMS: each query is one instance."""
+    score = sqrt(p_class * p_objectness), then x maskness (the released inference's
+    rescoring, on the stride-4 masks) unless p.rescore == "none"; no NMS: each query is one
+    instance."""
     prob = out["logits"][i].sigmoid()
     scores, labels = prob.max(-1)
     scores = (scores * out["objectness"][i].sigmoid()).sqrt()
     keep = scores > p.score_threshold
     scores, labels, masks = scores[keep], labels[keep], out["masks"][i][keep]
+    if p.rescore == "maskness":
+        scores = scores * maskness(masks.sigmoid(), p.mask_threshold)
+    elif p.rescore != "none":
+        raise ValueError(f"sparseinst.inference.rescore={p.rescore!r}: use maskness or none")
     order = scores.argsort(descending=True)[:p.max_per_image]
     return masks[order], scores[order], labels[order]
 

@@ -37,7 +37,8 @@ class MaskRCNNStudent:
             box_batch_size_per_image=mc.rois_per_image,
             rpn_anchor_generator=anchors(mc.anchor_sizes),
             box_detections_per_img=mc.inference.max_per_image,
-            box_score_thresh=mc.inference.score_threshold)
+            box_score_thresh=mc.inference.score_threshold,
+            drop_loss_iou=float(sv.get("drop_loss_iou", 0.0)))
 
     def optimizer(self, t, params):
         return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
@@ -72,9 +73,11 @@ class SparseInstStudent:
         self.model = si.SparseInst(build_backbone(cfg.backbone), num_classes,
                                    channels=c.encoder_channels, dim=c.decoder_dim,
                                    num_queries=c.num_queries, kernel_dim=c.kernel_dim,
-                                   convs=c.decoder_convs, groups=c.groups)
+                                   convs=c.decoder_convs, groups=c.groups,
+                                   group_fc=c.get("group_fc", "expand"))
         self.weights = si.LossWeights(**{k: c.loss[k] for k in si.LossWeights.__dataclass_fields__
                                          if k in c.loss})
+        self.weights.drop_loss_iou = float(cfg.supervision.get("drop_loss_iou", 0.0))
         self.params = si.InferenceParams(**{k: c.inference[k] for k in
                                             si.InferenceParams.__dataclass_fields__
                                             if k in c.inference})

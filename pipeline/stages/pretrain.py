@@ -53,7 +53,9 @@ def run(cfg) -> dict:
     model = DenseCL(backbone, dim=p.dim, hidden=p.hidden, queue_size=p.queue_size,
                     momentum=p.momentum, temperature=p.temperature,
                     dense_weight=p.dense_weight,
-                    shuffle_groups=int(p.get("shuffle_groups", 1))).to(device)
+                    shuffle_groups=int(p.get("shuffle_groups", 1)),
+                    dense_queue=p.get("dense_queue", "pooled_projection"),
+                    key_bn=p.get("key_bn", "own")).to(device)
     bank = ImageBank(split, cache=p.cache_images,
                      max_side=p.max_side, workers=cfg.hardware.workers)
     augment = moco_v2_augment(p.crop_size, p.crop_scale)

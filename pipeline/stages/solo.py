@@ -113,7 +113,7 @@ def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split)
     s = cfg.solo
     model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
              s.head_convs, s.mask_channels, s.get("mask_branch_channels"), s.num_classes,
-             s.letterbox, cfg.backbone]
+             s.letterbox, cfg.backbone, s.get("split_feats", True)]
     return fingerprint([settings(n) for n in model], cfg.seed, r, round_iterations(s, r),
                        file_identity(cfg.backbone.get("weights")), file_identity(init_from),
                        targets["annotations"],

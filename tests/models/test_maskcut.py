@@ -2,8 +2,10 @@
 import numpy as np
 import torch
 
-from pipeline.models.maskcut import (MaskCutParams, colour_affinity, feature_affinity,
-                                     fiedler_vector, maskcut, ncut_value)
+import pytest
+
+from pipeline.models.maskcut import (MaskCutParams, colour_affinity, cut_graph,
+                                     feature_affinity, fiedler_vector, maskcut, ncut_value)
 
 
 def blocks_features(h=8, w=8, seed=0):
@@ -30,13 +32,44 @@ def test_fiedler_vector_splits_two_cliques():
     assert ncut_value(w, torch.from_numpy(part)) < 0.01
 
 
-def test_two_blocks_give_two_masks():
+@pytest.mark.parametrize("graph", ["zero", "remove"])
+def test_two_blocks_give_two_masks(graph):
     feat, a, b = blocks_features()
-    objs = maskcut(feat, None, MaskCutParams(tau=0.5, max_objects=3))
+    objs = maskcut(feat, None, MaskCutParams(tau=0.5, max_objects=3, graph=graph))
     masks = [m for m, _ in objs]
     assert len(masks) == 2
     assert any((m == a).all() for m in masks) and any((m == b).all() for m in masks)
     assert all(0.9 < s <= 1.0 for _, s in objs)
+
+
+def test_zeroed_cells_stay_in_the_graph_linked_by_eps():
+    """CutLER's loop: a found object's features are zeroed; its cells keep their place in
+    the graph with eps edges to every cell (cosine 0 < tau), the other edges unchanged."""
+    feat, a, _ = blocks_features()
+    f = feat.flatten(1)
+    p = MaskCutParams(tau=0.5)
+    full = cut_graph(f, None, p, np.zeros(64, bool))
+    zeroed = cut_graph(f, None, p, a.flatten())
+    assert zeroed.shape == (64, 64)
+    gone = torch.from_numpy(a.flatten())
+    assert (zeroed[gone] == p.eps).all() and (zeroed[:, gone] == p.eps).all()
+    assert torch.equal(zeroed[~gone][:, ~gone], full[~gone][:, ~gone])
+    assert full[gone][:, gone].min() == 1.0      # before: block A was a clique
+    # the same with features really zeroed, as the released code does it
+    f0 = f.clone()
+    f0[:, gone] = 0
+    assert torch.equal(feature_affinity(f0, p.tau, p.eps), zeroed)
+
+
+def test_zero_mode_second_cut_finds_the_other_block_not_the_first_again():
+    feat, a, b = blocks_features()
+    first = maskcut(feat, None, MaskCutParams(tau=0.5, max_objects=1))
+    two = maskcut(feat, None, MaskCutParams(tau=0.5, max_objects=2))
+    assert len(first) == 1 and len(two) == 2
+    assert (two[0][0] == first[0][0]).all()
+    found = {0 if (m == a).all() else 1 if (m == b).all() else -1 for m, _ in two}
+    assert found == {0, 1}
+    assert not (two[0][0] & two[1][0]).any()
 
 
 def test_all_components_takes_both_blocks_in_one_cut():
@@ -50,10 +83,12 @@ def test_all_components_takes_both_blocks_in_one_cut():
     assert {int(m.sum()) for m, _ in both} == {4}
 
 
-def test_no_structure_no_objects():
-    """Identical features everywhere: the graph is one clique, no cut is an object."""
-    objs = maskcut(torch.ones(8, 6, 6), None, MaskCutParams(tau=0.5, max_objects=3))
-    assert all(m.sum() <= 0.5 * 36 for m, _ in objs)
+@pytest.mark.parametrize("graph", ["zero", "remove"])
+def test_no_structure_no_objects(graph):
+    """Identical features everywhere: the graph is one clique; whatever a cut splits off is
+    as like its surroundings as itself (contrast 0), so nothing is an object."""
+    assert maskcut(torch.ones(8, 6, 6), None, MaskCutParams(tau=0.5, max_objects=3,
+                                                            graph=graph)) == []
 
 
 def test_colour_term_separates_what_features_do_not():
@@ -65,7 +100,8 @@ def test_colour_term_separates_what_features_do_not():
     obj[2:5, 2:6] = True
     assert maskcut(feat, lab, MaskCutParams(tau=0.5)) == [] or not any(
         (m == obj).all() for m, _ in maskcut(feat, lab, MaskCutParams(tau=0.5)))
-    objs = maskcut(feat, lab, MaskCutParams(tau=0.5, colour_weight=1.0, position_sigma=0.5))
+    objs = maskcut(feat, lab, MaskCutParams(tau=0.5, colour_weight=1.0, position_sigma=0.5,
+                                            max_area_frac=0.5))
     assert (objs[0][0] == obj).all()
 
 

@@ -110,3 +110,32 @@ def test_fine_tuning_init_keeps_what_fits_and_refuses_another_model(tmp_path):
         load_init(one, tmp_path / "other.pt", "cpu")
     with pytest.raises(UserError, match="not found"):
         load_init(one, tmp_path / "absent.pt", "cpu")
+
+
+def test_drop_loss_leaves_out_rois_on_no_pseudo_label():
+    """CutLER's DropLoss: RoIs whose predicted box overlaps no target box by more than the
+    threshold do not count in the classifier's cross-entropy (the mean over all RoIs)."""
+    torch.manual_seed(0)
+    model = build_maskrcnn(ResNetFeatures("resnet18"), 1, fpn_channels=16,
+                           mask_head_channels=16, box_head_dim=32, drop_loss_iou=0.01)
+    heads = model.roi_heads
+    props = [torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60], [5, 0, 15, 10]])]
+    labels = [torch.tensor([1, 0, 0])]
+    heads._samples = (props, None, labels, None)
+    logits = torch.tensor([[0.2, 1.0], [2.0, -1.0], [0.5, 0.5]])
+    deltas = torch.zeros(3, 8)                       # predicted boxes = the proposals
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]])}]
+    ce = F.cross_entropy(logits, labels[0], reduction="none")
+    got = heads._drop_loss_classifier(logits, deltas, targets)
+    assert got.item() == pytest.approx(((ce[0] + ce[2]) / 3).item(), rel=1e-6)
+    # an image without pseudo-labels drops nothing
+    empty = [{"boxes": torch.zeros(0, 4)}]
+    assert heads._drop_loss_classifier(logits, deltas, empty).item() == pytest.approx(
+        ce.mean().item(), rel=1e-6)
+    # and a training step runs through it
+    model.train()
+    img = torch.rand(3, 64, 64)
+    losses = model([img], [{"boxes": torch.tensor([[12.0, 16.0, 40.0, 48.0]]),
+                            "labels": torch.tensor([1]),
+                            "masks": torch.ones(1, 64, 64, dtype=torch.uint8)}])
+    assert torch.isfinite(losses["loss_classifier"])

@@ -118,3 +118,52 @@ def test_level_mean_weighs_each_fpn_level_equally():
     level = torch.tensor([0, 0, 0, 2])
     assert level_mean(values, level).item() == pytest.approx((1.0 + 4.0) / 2)
     assert values.mean().item() == pytest.approx(7 / 4)  # what per-cell averaging would give
+
+
+def test_split_feats_halves_p2_and_leaves_other_levels():
+    """SOLOv2's released head input: P2 is halved before it is resized to its grid; the
+    other levels here (P3) are resized directly either way."""
+    m = tiny_model().eval()
+    x = torch.randn(1, 3, 96, 96)   # P2 24 x 24 -> 12 x 12 -> grid 8, not 24 -> 8 at once
+    with torch.no_grad():
+        m.split_feats = True
+        on = m(x)
+        m.split_feats = False
+        off = m(x)
+    assert not torch.allclose(on["cate"][0], off["cate"][0])
+    assert torch.equal(on["cate"][1], off["cate"][1])
+    assert torch.equal(on["mask_feat"], off["mask_feat"])
+
+
+def test_drop_weights_spare_negative_cells_on_no_target():
+    from pipeline.models.solo import drop_weights
+    mf = torch.zeros(3, 4, 4)
+    mf[0, :2, :2] = 1.0          # channel 0: the target's place
+    mf[1, 2:, 2:] = 1.0          # channel 1: somewhere no target is
+    mf[2] = 1.0                  # channel 2: everywhere
+    kernels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [-1.0, -1.0, -1.0]])
+    target = torch.zeros(1, 4, 4, dtype=torch.bool)
+    target[0, :2, :2] = True
+    positive = torch.tensor([False, False, False, False])
+    w = drop_weights(kernels - 0.5 * (kernels > 0), mf, target, positive, 0.01)
+    # cell 0 overlaps the target (background there is a real error), cell 1 does not
+    # (dropped), cell 2 covers it (IoU 1/4), cell 3 predicts nothing (IoU 0: dropped)
+    assert w.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert drop_weights(kernels, mf, target, torch.tensor([False, True, False, True]),
+                        0.01).tolist() == [1.0, 1.0, 1.0, 1.0]     # positives never drop
+    assert drop_weights(kernels, mf, target[:0], positive, 0.01).tolist() == [1.0] * 4
+
+
+def test_drop_loss_lowers_only_the_category_loss():
+    m = tiny_model()
+    img = torch.full((1, 3, 64, 64), 40.0)
+    img[0, :, 16:40, 20:44] = 220.0
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 16:40, 20:44] = True
+    sample = [{"masks": mask, "labels": torch.tensor([0]), "boxes": box_of(mask[0])}]
+    out = m(img)
+    valid = torch.ones(1, 64, 64, dtype=torch.bool)
+    off = solo_loss(m, out, sample, img, valid, LossWeights(dice=3.0), 0)
+    on = solo_loss(m, out, sample, img, valid, LossWeights(dice=3.0, drop_loss_iou=0.01), 0)
+    assert on["loss_cate"] < off["loss_cate"]
+    assert torch.equal(on["loss_dice"], off["loss_dice"])

@@ -19,8 +19,9 @@ FAST = ["backbone.weights=null", "freemask.short_side=128", "freemask.max_size=2
         "freemask.shard_size=4", "freemask.batch_size=4", "overlays=2"]
 
 
-def test_outputs_on_sample(sample_cfg):
-    cfg = sample_cfg("stage=freemask", *FAST)
+@pytest.mark.parametrize("method", ["maskcut", "freesolo"])   # maskcut: the experiment's
+def test_outputs_on_sample(sample_cfg, method):
+    cfg = sample_cfg("stage=freemask", *FAST, f"freemask.method={method}")
     res = run_stage(cfg)
     run = Path(cfg.run_dir)
     for split, n in (("train", 8), ("val", 4)):
@@ -32,8 +33,14 @@ def test_outputs_on_sample(sample_cfg):
         assert {"score", "bbox", "area"} <= set(a) and "embedding" not in a  # a small JSON
         embedded = load_coco(run / f"free_masks_{split}.json")["annotations"]
         assert all(len(e["embedding"]) == 128 for e in embedded)   # kept beside it
-        if cfg.freemask.method == "freesolo":
-            assert a["maskness"] >= 0.7
+        # every mask passed its method's score filter (FreeSOLO: maskness; MaskCut: the
+        # boundary contrast of its cut)
+        if method == "freesolo":
+            assert min(x["maskness"] for x in anns) >= cfg.freemask.min_maskness
+            assert all(x["score"] <= x["maskness"] + 1e-6 for x in anns)  # NMS only decays
+        else:
+            assert cfg.freemask.method == "maskcut" and "maskness" not in a
+            assert all(cfg.freemask.maskcut.min_score <= x["score"] <= 1 for x in anns)
         assert api.annToMask(a).sum() == a["area"]
         assert res[split]["metrics"]["segm"].keys() >= {"AP", "AP50", "AR100"}
     metrics = json.loads((run / "metrics.json").read_text())

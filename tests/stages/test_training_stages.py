@@ -51,6 +51,19 @@ def test_solo_two_rounds_write_pseudo_labels(sample_cfg):
     assert (run / "pseudo_labels.json").read_bytes() == before
 
 
+@pytest.mark.e2e
+def test_solo_on_ground_truth_masks_is_one_supervised_round(sample_cfg):
+    """solo=full_masks: the fully supervised ceiling of the SOLO rows, no free masks needed:
+    one round on the training split's ground truth with SOLOv2's Dice loss alone."""
+    cfg = sample_cfg("stage=solo", "solo=full_masks", *SOLO, run_name="solo_full_masks")
+    assert cfg.solo.targets == cfg.dataset.splits.train.json and cfg.solo.rounds == 1
+    assert cfg.solo.loss.dice == 3.0 and cfg.solo.loss.pairwise == 0 == cfg.solo.loss.proj_max
+    res = run_stage(cfg)
+    assert set(res) == {f"round1/{s}" for s in ("train", "val", "test")}
+    rows = (Path(cfg.run_dir) / "round1" / "metrics.csv").read_text().splitlines()
+    assert "loss_dice" in rows[0] and "loss_proj" not in rows[0] and "loss_pair" not in rows[0]
+
+
 def test_solo_without_free_masks_is_a_clear_error(sample_cfg):
     with pytest.raises(UserError, match="stage=freemask.*free_masks_train.json"):
         run_stage(sample_cfg("stage=solo", *SOLO))
