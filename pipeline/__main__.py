@@ -5,14 +5,15 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
+from pipeline import identity
+from pipeline.attempts import attempt, record_refusal
 from pipeline.config_checks import check as check_settings
+from pipeline.data.images import set_max_pixels
 from pipeline.errors import UserError, describe
-from pipeline.io import write_text
 from pipeline.lock import FolderInUse, folder_lock
 from pipeline.stages import MODULES, STAGES
 
@@ -23,6 +24,7 @@ def run_stage(cfg: DictConfig):
     """Run `cfg.stage` with a composed config (also what tests call)."""
     if cfg.stage not in STAGES:
         raise UserError(f"stage={cfg.stage!r} is not a stage; choose one of {', '.join(STAGES)}")
+    check_settings(cfg)  # every setting, before torch or any model sees one
     if os.environ.get("CI") == "true":
         with open_dict(cfg):
             cfg.progress = False
@@ -35,17 +37,26 @@ def run_stage(cfg: DictConfig):
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    check_settings(cfg)
+    set_max_pixels(cfg.get("max_image_pixels"))
+    identity.use_cache_dir(cfg.paths.get("cache_dir"))
     module = importlib.import_module(f"pipeline.stages.{MODULES.get(cfg.stage, cfg.stage)}")
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all ranks
         return module.run(cfg)
-    with folder_lock(cfg.run_dir):
-        # written under the lock: Hydra's .hydra/config.yaml is rewritten by any run that
-        # starts in this folder, even one refused at once
-        run_dir = Path(cfg.run_dir)
-        (run_dir / "error.txt").unlink(missing_ok=True)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    # nothing of this run enters the folder before it holds the lock and its guards pass
+    # (config.yaml, error.txt, log lines, outputs): see pipeline/attempts.py
+    with folder_lock(cfg.run_dir), attempt(cfg, guarded=getattr(module, "GUARDED", False)):
         return module.run(cfg)
+
+
+def _one_line(e: BaseException) -> UserError | None:
+    """The error as the one line a user sees, when it is one: a UserError, or an HTTP error
+    of any status (its status and body; never its response headers, which carry cookies)."""
+    if isinstance(e, UserError):
+        return e
+    if hasattr(e, "status_code") and hasattr(e, "headers"):
+        return UserError(f"the server answered {describe(e)}; check the server (its log) and "
+                         f"rerun")
+    return None
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -56,21 +67,22 @@ def main(cfg: DictConfig):
     hc = HydraConfig.get()
     with open_dict(cfg):
         cfg.run_dir = hc.runtime.output_dir
-    run_dir = Path(cfg.run_dir)
     # a finished sweep job is run again, never skipped on its folder name: its stages reuse
     # only weights and shards whose fingerprints match this job's inputs
     sweep = hc.mode == RunMode.MULTIRUN
     try:
         result = run_stage(cfg)
     except Exception as e:
-        # a failed sweep job leaves its reason where the comparison table will find it
-        if not isinstance(e, FolderInUse):  # that folder is another run's
-            write_text(run_dir / "error.txt", describe(e) + "\n")
+        record_refusal(cfg, e)
+        short = _one_line(e)
         if sweep:
+            if short is not None and short is not e:
+                raise short from None  # Hydra prints it: without the HTTP headers
             raise
-        if isinstance(e, UserError):
-            log.error("%s", e)
-            print(f"error: {e}", file=sys.stderr)
+        if short is not None:
+            if not (isinstance(e, FolderInUse) or getattr(e, "weakseg_refused", False)):
+                log.error("%s", short)  # a refused run leaves no line in the folder's log
+            print(f"error: {short}", file=sys.stderr)
             sys.exit(2)
         raise
     return result

@@ -1,10 +1,17 @@
 """Settings checked against their valid range before any work: one line naming the setting,
-its value and what it may be. One table, not checks scattered through the stages."""
+its value and what it may be. One table, not checks scattered through the stages.
+
+The table covers every numeric and boolean setting (tests/test_config.py composes the configs
+and fails on one it does not cover); a key may be a pattern (`*.train.ckpt_every`). A null
+is refused unless the key is in NULLABLE; booleans are only true or false (Hydra parses those;
+`strict=no` stays a string and is refused, where Python would read it as true).
+"""
 from __future__ import annotations
 
+import fnmatch
 import numbers
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from pipeline.errors import UserError
 
@@ -24,6 +31,46 @@ def _num(lo, hi=None, lo_open=False):
     return ok, text
 
 
+def _bool():
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+def _port():
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535,
+            "a port number from 1 to 65535")
+
+
+def _list_of(rule, n=None):
+    ok1, text = rule
+
+    def ok(v):
+        if not isinstance(v, (list, tuple, ListConfig)) or not len(v) or \
+                (n is not None and len(v) != n):
+            return False
+        return all(ok1(x) for x in v)
+    return ok, (f"a list of {n} values, each " if n else "a non-empty list, each ") + text
+
+
+def _pair_range(rule):
+    ok1, text = rule
+
+    def ok(v):
+        return _list_of(rule, 2)[0](v) and v[0] <= v[1]
+    return ok, f"a pair [lo, hi] with lo <= hi, each {text}"
+
+
+def _levels():
+    def ok(v):
+        try:
+            return len(v) > 0 and all(
+                COUNT[0](lv["grid"]) and COUNT[0](lv["stride"]) and
+                _pair_range(_num(0))[0](lv["scale"]) and isinstance(lv["feature"], str)
+                for lv in v)
+        except (KeyError, TypeError):
+            return False
+    return ok, "a list of {feature, grid >= 1, stride >= 1, scale: [lo, hi]}"
+
+
 def _zoom_range():
     def ok(v):
         try:
@@ -39,6 +86,7 @@ def _one_of(*options):
 
 
 COUNT, SIZE, FRACTION, POSITIVE = _int(1), _int(0), _num(0, 1), _num(0, lo_open=True)
+BOOL, WEIGHT = _bool(), _num(0)
 RULES = {
     # batching and sharding
     **{k: COUNT for k in ("freemask.batch_size", "freemask.shard_size", "baseline.shard_size",
@@ -108,15 +156,118 @@ RULES = {
                              "freemask.maskcut.crf_min_iou")},
     **{k: SIZE for k in ("maskrcnn.inference.guided_radius_px",
                          "sparseinst.inference.guided_radius_px")},
+    # switches
+    **{k: BOOL for k in ("strict", "progress", "hardware.deterministic", "*.cache_images",
+                         "annotation.assistant.enabled", "annotation.assistant.mask_overlay",
+                         "annotation.start_server", "freemask.maskcut.all_components",
+                         "freemask.maskcut.centre", "freemask.save_embedding",
+                         "pretrain.overwrite", "solo.embedding.enabled",
+                         "solo.inference.largest_component", "solo.inference.point_nms",
+                         "solo.letterbox", "solo.loss.level_mean", "solo.train.strong_view",
+                         "supervision.agnostic")},
+    # seeds, ports, counts and sizes
+    **{k: SIZE for k in ("seed", "*.seed", "supervision.point_seed", "hardware.threads",
+                         "dataset.generate.min_visible_area", "dataset.generate.num.*",
+                         "annotation.assistant.retrain_every", "freemask.maskcut.max_cuts",
+                         "freemask.min_area", "freemask.pre_nms_topk", "*.warmup_iter",
+                         "pretrain.max_side", "solo.inference.pre_nms",
+                         "solo.loss.pairwise_ignore_bottom", "solo.loss.pairwise_warmup",
+                         "sparseinst.inference.max_per_image", "sparseinst.train.max_iter",
+                         "*.speed_images", "supervision.sample_points")},
+    **{k: COUNT for k in ("*.ckpt_every", "*.log_every", "*.max_size", "max_image_pixels",
+                          "annotation.assistant.retrain_iter", "dataset.generate.size",
+                          "baseline.options.colour_components.iters",
+                          "baseline.options.colour_components.work_size",
+                          "freemask.embedding_dim", "freemask.maskcut.min_cells",
+                          "maskrcnn.box_head_dim", "maskrcnn.fpn_channels",
+                          "maskrcnn.mask_head_channels", "maskrcnn.rois_per_image",
+                          "pretrain.crop_size", "pretrain.dim", "pretrain.hidden",
+                          "pretrain.queue_size", "pretrain.shuffle_groups",
+                          "solo.embedding.dim", "solo.fpn_channels", "solo.head_channels",
+                          "solo.head_convs", "solo.mask_branch_channels", "solo.mask_channels",
+                          "solo.num_classes", "solo.loss.pairwise_dilation",
+                          "solo.loss.pairwise_kernel", "sparseinst.decoder_convs",
+                          "sparseinst.decoder_dim", "sparseinst.encoder_channels",
+                          "sparseinst.kernel_dim", "supervision.points")},
+    **{k: _port() for k in ("annotation.port", "annotation.assistant.port")},
+    **{k: _list_of(COUNT) for k in ("*.train.sizes", "maskrcnn.anchor_sizes")},
+    **{k: _pair_range(COUNT) for k in ("dataset.generate.object_size",
+                                       "dataset.generate.objects")},
+    "pretrain.crop_scale": _pair_range(_num(0, 1, lo_open=True)),
+    "freemask.query_scales": _list_of(POSITIVE),
+    "solo.levels": _levels(),
+    # weights, scales and thresholds
+    **{k: FRACTION for k in ("annotation.assistant.score_threshold",
+                             "baseline.options.watershed.min_distance_frac",
+                             "freemask.maskcut.max_area_frac", "freemask.maskcut.min_score",
+                             "freemask.maskcut.tau", "pretrain.dense_weight",
+                             "pretrain.momentum", "*.focal_alpha", "*.pairwise_threshold",
+                             "solo.train.copy_paste")},
+    **{k: POSITIVE for k in ("*.guided_eps", "freemask.maskcut.colour_sigma",
+                             "freemask.maskcut.eps", "freemask.maskcut.position_sigma",
+                             "*.nms_sigma", "pretrain.temperature", "solo.loss.pairwise_theta",
+                             "solo.loss.sigma", "sparseinst.inference.short_side")},
+    **{k: WEIGHT for k in ("compare.cost.*", "baseline.options.*.local_block",
+                           "freemask.maskcut.colour_weight", "freemask.maskcut.feature_weight",
+                           "*.grad_clip", "*.weight_decay", "solo.embedding.weight",
+                           "solo.loss.cate", "solo.loss.dice", "solo.loss.pairwise",
+                           "solo.loss.proj_max", "solo.loss.proj_mean", "*.focal_gamma",
+                           "sparseinst.loss.*")},
 }
+# null means something for these (hardware.amp's value, no extra branch); other settings
+# may not be null
+NULLABLE = ("*.train.amp", "pretrain.amp", "solo.mask_branch_channels")
+
+
+def _keys(cfg) -> list[str]:
+    """Every leaf key of the config (dotted), lists of numbers and of levels as one leaf."""
+    data = OmegaConf.to_container(cfg, resolve=False)
+    data.pop("hydra", None)
+    out = []
+
+    def walk(x, pre):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{pre}.{k}" if pre else str(k))
+        else:
+            out.append(pre)
+    walk(data, "")
+    return out
+
+
+def rule_for(key: str):
+    """The (check, text) for a dotted key: an exact entry first, then the first pattern."""
+    if key in RULES:
+        return RULES[key]
+    for pattern, rule in RULES.items():
+        if "*" in pattern and fnmatch.fnmatchcase(key, pattern):
+            return rule
+    return None
+
+
+def _show(value):
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    return "null" if value is None else repr(value)
 
 
 def check(cfg) -> None:
-    """Raise one UserError for the first setting outside its valid range."""
-    for key, (ok, text) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        if value is not None and not ok(value):
-            raise UserError(f"{key}={value!r} is out of range: it must be {text}")
+    """Raise one UserError for the first setting of the wrong type or outside its range."""
+    for key in _keys(cfg):
+        rule = rule_for(key)
+        if rule is None:
+            continue
+        ok, text = rule
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve
+            continue
+        if value is None:
+            if any(fnmatch.fnmatchcase(key, p) for p in NULLABLE):
+                continue
+            raise UserError(f"{key}=null is not allowed: it must be {text}")
+        if not ok(value):
+            raise UserError(f"{key}={_show(value)} is out of range: it must be {text}")
     sv = cfg.get("supervision")
     if sv is not None and sv.get("mask_loss") == "points" and not COUNT[0](sv.get("points")):
         raise UserError(f"supervision.points={sv.get('points')!r} is out of range: it must be "

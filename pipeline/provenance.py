@@ -2,8 +2,8 @@
 
 Every reusable artefact (a prediction shard, a trained model, a pretrained backbone) is
 written with a fingerprint of what it was made from: the resolved settings that change it,
-the identity of its input files (path, size, mtime, a content hash where cheap) and the
-fingerprints of the artefacts upstream. A rerun reuses it only when the fingerprint matches;
+the identity of its input files and images (a hash of their bytes, `pipeline/identity.py`)
+and the fingerprints of the artefacts upstream. A rerun reuses it only when the fingerprint matches;
 otherwise cheap artefacts are recomputed and trained weights are refused in one line.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.identity import content_hash, content_hashes
 from pipeline.io import read_json, write_json
 
-HASH_LIMIT = 256 << 20  # files up to this size are identified by content too (sha1: ~0.3 s)
 STAMP = "inputs.json"
 # settings that change how an artefact is made, never what it holds
 ENGINEERING = ("log_every", "ckpt_every", "overwrite", "cache_images", "workers")
@@ -46,36 +46,26 @@ def settings(node, drop=ENGINEERING):
 
 
 def file_identity(path) -> list | None:
-    """[resolved path, size, mtime_ns, sha1 of the content (small files)], or None when no
-    file is configured; a configured file that is missing is its own identity."""
+    """["sha1", size, hash of the content], or None when no file is configured; a configured
+    file that is missing is its own identity. By content, whatever its size (a checkpoint or
+    COCO file replaced by another with the same size and mtime is another input), hashed
+    once per file version (`pipeline/identity.py`)."""
     if not path:
         return None
     p = Path(str(path))
     if not p.is_file():
         return ["missing", str(p)]
-    st = p.stat()
-    ident = [str(p.resolve()), st.st_size, st.st_mtime_ns]
-    if st.st_size <= HASH_LIMIT:
-        h = hashlib.sha1()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        ident.append(h.hexdigest())
-    return ident
+    return ["sha1", p.stat().st_size, content_hash(p)]
 
 
 def image_identities(root, infos) -> list:
-    """One entry per image: id, file name, size and mtime of the file under `root` (resolved,
-    so two folders with the same file names differ; a file repaired in place differs)."""
-    root = Path(root).resolve()
-    out = []
-    for im in infos:
-        try:
-            st = (root / im["file_name"]).stat()
-            out.append([im["id"], im["file_name"], st.st_size, st.st_mtime_ns])
-        except OSError as e:
-            out.append([im["id"], im["file_name"], type(e).__name__])
-    return [str(root), out]
+    """One entry per image: id, file name and a hash of the file's bytes (cached by path, size,
+    mtime, inode and ctime: `pipeline/identity.py`). By content, not by folder or mtime: an
+    image replaced by another of the same size and mtime differs, a folder copied elsewhere
+    with the same bytes is the same input."""
+    root = Path(root)
+    hashes = content_hashes([root / im["file_name"] for im in infos])
+    return [[im["id"], im["file_name"], h] for im, h in zip(infos, hashes)]
 
 
 def stamp_of(folder) -> str | None:
@@ -85,12 +75,15 @@ def stamp_of(folder) -> str | None:
 
 def guard(folder, key: str, artefacts=("model.pt", "last.pt"), what: str = "weights") -> None:
     """A folder holds artefacts of one set of inputs: stamp it when it holds none yet, and
-    refuse in one line to reuse or resume artefacts made from other inputs."""
+    refuse in one line to reuse or resume artefacts made from other inputs (before the run
+    has written anything into the run folder: `pipeline/attempts.py`)."""
     folder = Path(folder)
+    from pipeline import attempts
     made = [a for a in artefacts if (folder / a).is_file()]
-    if not made:
-        write_json(folder / STAMP, {"fingerprint": key})
-    elif stamp_of(folder) != key:
+    if made and stamp_of(folder) != key:
         raise UserError(f"{folder / made[0]} holds {what} made from other inputs (settings, data "
                         f"or upstream files changed since); delete {folder} to redo it, or give "
                         f"this run another run_name")
+    attempts.guards_passed()  # from here on this run's files may enter the folder
+    if not made:
+        write_json(folder / STAMP, {"fingerprint": key})

@@ -1,10 +1,10 @@
 """Run a per-image predictor over a split in resumable shards.
 
 Shards of `shard_size` images are written atomically, each with the fingerprint of what made
-it: the settings, `strict`, and the identity of each of its images (resolved folder, file
-name, size, mtime). A rerun (after a crash or kill -9) reuses a shard only when that
-fingerprint matches, so another image folder, an image repaired in place or a stricter rerun
-recomputes exactly the shards concerned. The merged file is identical to that of an
+it: the settings, `strict`, and the identity of each of its images (id, file name, a hash of
+the bytes). A rerun (after a crash or kill -9) reuses a shard only when that fingerprint
+matches, so other images under the same names (even with the same size and mtime), an image
+repaired in place or a stricter rerun recomputes exactly the shards concerned. The merged file is identical to that of an
 uninterrupted run.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pipeline import dist
 from pipeline.data.coco import AGNOSTIC_CATEGORY, make_coco, save_coco
 from pipeline.data.datasets import Split
-from pipeline.data.images import ImageReadError, read_rgb
+from pipeline.data.images import LINK_PROBLEMS, ImageReadError, read_rgb
 from pipeline.errors import UserError
 from pipeline.io import read_json, write_json
 from pipeline.provenance import fingerprint, image_identities
@@ -65,10 +65,16 @@ def run_sharded(split: Split, predictor: Predictor, out_json, work_dir, config_k
                 desc: str = "predict", info: dict | None = None) -> tuple[dict, list[dict]]:
     """Predict every image of `split`; write the merged COCO file; return (coco, skipped)."""
     work_dir = Path(work_dir)
+    broken = [r for r in split.left_out if r["reason"] in LINK_PROBLEMS]
+    if strict and broken:  # a link is an image the user meant to include
+        raise UserError(f"cannot read image {split.image_root / broken[0]['file_name']}: "
+                        f"{broken[0]['reason']} (strict=true; set strict=false to skip such "
+                        f"images)")
     infos = sorted(split.images, key=lambda im: im["id"])
     chunks = [infos[i:i + shard_size] for i in range(0, len(infos), shard_size)]
-    keys = [fingerprint(config_key, bool(strict), image_identities(split.image_root, chunk))
-            for chunk in chunks]
+    idents = image_identities(split.image_root, infos)  # every image hashed (or cached) once
+    keys = [fingerprint(config_key, bool(strict), idents[i:i + shard_size])
+            for i in range(0, len(infos), shard_size)]
     paths = [work_dir / f"shard_{i:05d}.json" for i in range(len(chunks))]
     # shards in hand, by index: the finished ones read once here, the new ones as written
     have = {i: s for i, (p, k) in enumerate(zip(paths, keys))

@@ -2,11 +2,17 @@
 annotation and the fix, never a pycocotools traceback (or a hang) after all the prediction work.
 
 What is checked: the shape of the file (images a list of objects with id and file_name,
-annotations a list of objects), ids (unique, known image and category), and each mask: a
-polygon has an even number of coordinates, at least 3 points; an RLE has the image's size
-and run lengths that are non-negative and cover exactly height x width pixels.
+annotations a list of objects), ids (image and annotation ids unique, known image and
+category), and each mask: a polygon has an even number of finite coordinates (NaN made
+pycocotools allocate until the kernel killed it, Infinity crashed it), at least 3 points; an
+RLE has the image's size and run lengths that are non-negative and cover exactly height x
+width pixels. `bbox` is 4 finite numbers with width and height >= 0, `area` a finite number
+>= 0, points finite; a missing `bbox` or `area` (COCOeval needs both) is filled from the mask,
+a missing annotation id is given one.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -94,6 +100,8 @@ def _mask_problem(seg, h, w, runs_checked: bool = False) -> str | None:
         for poly in seg:
             if not isinstance(poly, list) or not all(type(v) in _NUMBER for v in poly):
                 return "has a polygon that is not a list of numbers"
+            if not all(map(math.isfinite, poly)):
+                return "has a polygon with a coordinate that is not a finite number (NaN or Infinity)"
             if len(poly) % 2:
                 return f"has a polygon with an odd number of coordinates ({len(poly)})"
             if len(poly) < 6:
@@ -147,7 +155,7 @@ def validate(data, path, what: str) -> dict:
         h, w = im.get("height"), im.get("width")
         sizes[im["id"]] = (h, w) if isinstance(h, int) and isinstance(w, int) else (None, None)
     cats = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
-    deferred = []
+    deferred, ann_ids, unnamed, unboxed = [], set(), [], []
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             fail(f"annotation #{i} is {a!r}, not an object; remove it")
@@ -156,6 +164,16 @@ def validate(data, path, what: str) -> dict:
             fail(f"{name} refers to unknown image_id {a.get('image_id')}")
         if "category_id" in a and a["category_id"] not in cats:
             fail(f"{name} has category_id {a['category_id']}, which is not in 'categories'")
+        if "id" not in a:
+            unnamed.append(a)
+        elif a["id"] in ann_ids:
+            fail(f"annotation id {a['id']!r} appears twice; annotation ids must be unique "
+                 f"(evaluation would match the wrong annotations)")
+        else:
+            ann_ids.add(a["id"])
+        problem = _box_problem(a)
+        if problem:
+            fail(f"{name} (image {a['image_id']}) {problem}; fix or remove that annotation")
         seg = a.get("segmentation")
         if seg is None:
             if "point_coords" not in a:
@@ -167,6 +185,8 @@ def validate(data, path, what: str) -> dict:
             fail(f"{name} (image {a['image_id']}) {problem}; fix or remove that annotation")
         if isinstance(seg, dict) and isinstance(seg["counts"], str):
             deferred.append(i)
+        if "bbox" not in a or "area" not in a:
+            unboxed.append(a)
     # compressed RLE strings: their runs checked together (the slow part on COCO-size files)
     for lo in range(0, len(deferred), 20_000):   # chunks: a dozen int64 arrays per character
         chunk = deferred[lo:lo + 20_000]
@@ -182,7 +202,50 @@ def validate(data, path, what: str) -> dict:
             if problem:
                 fail(f"{_name(a, chunk[j])} (image {a['image_id']}) {problem}; fix or remove "
                      f"that annotation")
+    for a in unboxed:  # only masks that passed the checks above
+        _fill_box(a, *sizes[a["image_id"]])
+    top = max((v for v in ann_ids if isinstance(v, int)), default=0)
+    for k, a in enumerate(unnamed, start=1):
+        a["id"] = top + k
     return data
+
+
+def _finite(v) -> bool:
+    return type(v) in _NUMBER and math.isfinite(v)
+
+
+def _box_problem(a: dict) -> str | None:
+    box = a.get("bbox")
+    if box is not None:
+        if not isinstance(box, list) or len(box) != 4 or not all(map(_finite, box)):
+            return f"has bbox {box!r}, not 4 finite numbers [x, y, width, height]"
+        if box[2] < 0 or box[3] < 0:
+            return f"has a bbox of negative size {box[2]}x{box[3]}"
+    if "area" in a and not (_finite(a["area"]) and a["area"] >= 0):
+        return f"has area {a['area']!r}, not a finite number >= 0"
+    pts = a.get("point_coords")
+    if pts is not None and not (isinstance(pts, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(map(_finite, p)) for p in pts)):
+        return "has point_coords that are not [x, y] pairs of finite numbers"
+    return None
+
+
+def _fill_box(a: dict, h, w) -> None:
+    """bbox and area from the mask, as pycocotools computes them (COCOeval reads both)."""
+    from pycocotools import mask as mask_utils
+    seg = a["segmentation"]
+    if isinstance(seg, list):
+        if h is None:  # image size unknown: the polygons' extent
+            xs = [v for poly in seg for v in poly[0::2]]
+            ys = [v for poly in seg for v in poly[1::2]]
+            h, w = int(math.ceil(max(ys))) + 1, int(math.ceil(max(xs))) + 1
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, *seg["size"])
+    else:
+        rle = seg
+    a.setdefault("bbox", [float(v) for v in mask_utils.toBbox(rle)])
+    a.setdefault("area", float(mask_utils.area(rle)))
 
 
 def _name(a: dict, i: int) -> str:

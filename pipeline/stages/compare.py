@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from pipeline.attempts import last_status
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
 from pipeline.eval.cost import measured_lead_time, seconds_per_instance
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["method", "model", "supervision", "status", "mask_AP", "mask_AP_sd", "seeds",
            "mask_AP50", "box_AP", "pct_of_full", "annotation_s_per_image", "annotation_hours",
-           "images_per_s", "run"]
+           "images_per_s", "run", "attempt"]
 
 
 def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
@@ -54,19 +55,34 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         row = {"method": name, "model": model, "supervision": sv.name, "run": _without_seed(run),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
-        metrics = job / "metrics.json"
-        data = read_json(metrics) if metrics.is_file() else {}
-        m = data.get(split, {}).get("metrics")
-        row["images_per_s"] = (data.get("speed") or {}).get("images_per_s")
-        if m is None:
-            err = job / "error.txt"
-            row["status"] = "failed: " + (err.read_text().strip()[:120] if err.is_file()
-                                          else "no metrics.json (killed or still running)")
-        else:
-            row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
-                       box_AP=m["bbox"]["AP"])
+        row.update(_job_status(job, split))
         rows.append(row)
     return rows
+
+
+def _job_status(job: Path, split: str) -> dict:
+    """status (ok only when the job's last attempt finished), the metrics and the attempt
+    they came from. Folders from before attempts were recorded: failed when error.txt is
+    newer than metrics.json."""
+    metrics, err = job / "metrics.json", job / "error.txt"
+    data = read_json(metrics) if metrics.is_file() else {}
+    m = data.get(split, {}).get("metrics")
+    out = {"images_per_s": (data.get("speed") or {}).get("images_per_s")}
+    last = last_status(job)
+    if last is not None and last.get("status") != "ok":
+        n, what = last["attempt"], last.get("status")
+        reason = {"running": "still running", "killed": "killed (process gone)"}.get(
+            what, f"{what}: " + str(last.get("error", "")).strip())
+        shown = f"; AP of attempt {data['attempt']} not shown" if m is not None and \
+            data.get("attempt") else ""
+        return dict(out, status=f"failed (attempt {n}, {reason})"[:160] + shown)
+    stale_error = err.is_file() and (m is None or err.stat().st_mtime_ns >
+                                     metrics.stat().st_mtime_ns)
+    if m is None or (last is None and stale_error):
+        return dict(out, status="failed: " + (err.read_text().strip()[:120] if err.is_file()
+                                              else "no metrics.json (killed or still running)"))
+    return dict(out, status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
+                box_AP=m["bbox"]["AP"], attempt=data.get("attempt"))
 
 
 def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
@@ -112,6 +128,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
             row["images_per_s"] = float(np.mean(speeds)) if speeds else None
             row["mask_AP_sd"] = float(np.std([r["mask_AP"] for r in ok], ddof=1)) \
                 if len(ok) > 1 else None
+            attempts = [r.get("attempt") for r in ok]
+            row["attempt"] = None if not all(attempts) else attempts[0] if len(ok) == 1 \
+                else "/".join(map(str, attempts))  # per seed
             bad = [r["status"] for r in members if r["status"] != "ok"]
             row["status"] = "ok" if not bad else f"{len(bad)} of {len(members)} failed: {bad[0]}"
         out.append(row)
@@ -135,8 +154,15 @@ def to_markdown(rows: list[dict], title: str) -> str:
             r["method"], ap(r), f(r.get("mask_AP50")), f(r.get("box_AP")),
             f(r.get("pct_of_full"), "{:.0f}%"), f(r.get("annotation_s_per_image")),
             f(r.get("annotation_hours"), "{:.2f}"), f(r.get("images_per_s")),
-            r["status"]]) + " |")
+            _status(r)]) + " |")
     return "\n".join(out)
+
+
+def _status(r: dict) -> str:
+    """ok, with the attempt the AP came from when the job recorded it (several seeds: each)."""
+    if r["status"] != "ok" or not r.get("attempt"):
+        return r["status"]
+    return f"ok (attempt {r['attempt']})"
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -23,6 +23,7 @@ from pipeline.provenance import file_identity, fingerprint, guard, image_identit
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
+GUARDED = True  # nothing enters the run folder before the weights' guard passes
 
 
 def run(cfg) -> dict:

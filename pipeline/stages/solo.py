@@ -34,6 +34,7 @@ from pipeline.sharded import run_sharded
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
+GUARDED = True  # nothing enters the run folder before the weights' guard passes
 
 
 def self_training_filter(coco: dict, st, width_of, previous: dict | None = None) -> dict:

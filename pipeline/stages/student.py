@@ -32,6 +32,7 @@ from pipeline.sharded import run_sharded
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
+GUARDED = True  # nothing enters the run folder before the weights' guard passes
 
 
 def training_targets(cfg, split) -> tuple[dict, bool]:
@@ -47,7 +48,7 @@ def training_targets(cfg, split) -> tuple[dict, bool]:
     if sv.mask_loss == "points" and data["annotations"] and \
             "point_coords" not in data["annotations"][0]:
         data = points_from_masks(data, n=int(sv.points), seed=int(sv.point_seed))
-        save_coco(Path(cfg.run_dir) / f"points_{split.name}.json", data)  # what we trained on
+        data["simulated_points"] = True  # saved beside the weights once the guard passed
     return data, bool(sv.agnostic)
 
 
@@ -123,6 +124,8 @@ def run(cfg) -> dict:
     final = out_dir / "model.pt"
     if dist.is_main():
         guard(out_dir, weights_fingerprint(cfg, split, targets))
+        if targets.pop("simulated_points", False):  # what we trained on
+            save_coco(out_dir / f"points_{split.name}.json", targets)
     if final.is_file():
         model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
         log.info("already trained: %s", final)

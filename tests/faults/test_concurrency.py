@@ -56,6 +56,9 @@ def test_cli_refusal_leaves_the_holders_error_file_alone(sample_cfg, tmp_path):
     assert f"is in use by another run (pid {proc.pid}" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (folder / "error.txt").exists()
+    # nor a log line or an attempt record in the folder the other run holds (issue 34)
+    assert all(p.stat().st_size == 0 for p in folder.glob("*.log"))
+    assert not (folder / "attempts").exists() and not (folder / "config.yaml").exists()
 
 
 def test_same_process_cannot_enter_a_folder_twice(tmp_path):

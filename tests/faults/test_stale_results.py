@@ -106,9 +106,19 @@ def test_points_run_refuses_the_full_mask_model_in_its_folder(sample_cfg):
     run_stage(full)
     model = Path(full.run_dir) / "model.pt"
     made = model.read_bytes()
+    run = Path(full.run_dir)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(UserError, match="model.pt holds weights made from other inputs"):
         run_stage(_tiny_maskrcnn(sample_cfg, "supervision=points"))
     assert model.read_bytes() == made  # refused before touching anything
+    # ... anything at all: config.yaml still the full run's, no points file, no error.txt;
+    # only the refused attempt's own status file
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    new = sorted(str(p.relative_to(run)) for p in set(after) - set(before))
+    assert new == ["attempts/0002.json"]
+    assert all(after[p] == b for p, b in before.items() if p.name != ".lock")
+    from pipeline.attempts import last_status
+    assert last_status(run)["status"] == "refused"
     # only inference settings changed: the same weights are evaluated again, not retrained
     run_stage(_tiny_maskrcnn(sample_cfg, "supervision=full",
                              "maskrcnn.inference.score_threshold=0.5"))
@@ -191,3 +201,95 @@ def test_sweep_over_other_images_in_the_same_folder_is_not_reported_finished(tin
     first, second = sweep(tiny_sample), sweep(other)
     assert [a["segmentation"] for a in first["annotations"]] != \
         [a["segmentation"] for a in second["annotations"]]
+
+
+# issue 34: an image replaced by another with the same size and mtime (cp -p, rsync, tar of
+# same-size files such as uncompressed TIFF/BMP from one camera)
+
+def _same_size_swap(path: Path, pixels: np.ndarray) -> None:
+    """Overwrite `path` with other pixels of the same byte size and restore its mtime."""
+    st = path.stat()
+    fmt = "BMP" if path.suffix == ".bmp" else "PNG"
+    Image.fromarray(pixels).save(path, format=fmt, **({"compress_level": 0} if fmt == "PNG"
+                                                      else {}))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def _bmp_folder(path: Path, values: dict[str, int]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name, v in values.items():
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(path / name)
+    return path
+
+
+def test_image_swapped_with_the_same_size_and_mtime_is_predicted_again(tmp_path):
+    a = _bmp_folder(tmp_path / "a", {"x.bmp": 10, "y.bmp": 20, "z.bmp": 30})
+    assert _scores(_run(_split(a), tmp_path, MeanPredictor())[0]) == [10, 20, 30]
+    _same_size_swap(a / "y.bmp", np.full((8, 8, 3), 99, np.uint8))
+    p = MeanPredictor()
+    assert _scores(_run(_split(a), tmp_path, p)[0]) == [10, 99, 30]
+    assert p.calls == 2  # the shard holding y.bmp, not the other
+
+
+def test_unchanged_images_are_not_read_again_and_a_copy_elsewhere_is_the_same_input(tmp_path):
+    import shutil
+    from pipeline import identity
+    a = _bmp_folder(tmp_path / "a", {"x.bmp": 10, "y.bmp": 20})
+    reads = []
+    real = identity._sha1
+    try:
+        identity._sha1 = lambda p: reads.append(Path(p).name) or real(p)  # counts file reads
+        _run(_split(a), tmp_path, MeanPredictor())
+        _run(_split(a), tmp_path, MeanPredictor())
+        assert sorted(reads) == ["x.bmp", "y.bmp"]  # hashed once, then by size+mtime+inode+ctime
+        b = tmp_path / "b"
+        shutil.copytree(a, b)  # the same bytes under another folder: the same predictions
+        p = MeanPredictor()
+        _run(_split(b), tmp_path, p)
+        assert p.calls == 0
+    finally:
+        identity._sha1 = real
+
+
+def test_baseline_and_its_overlays_follow_a_same_size_same_mtime_swap(tmp_path, sample_cfg):
+    folder = _bmp_folder(tmp_path / "imgs", {"a.bmp": 0})
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[8:20, 8:20] = 255                                    # one square
+    Image.fromarray(img).save(folder / "a.bmp")
+    cfg = sample_cfg("stage=baseline", "dataset=folder", f"dataset.images={folder}",
+                     "baseline.methods=[threshold_components]", "baseline.splits=[images]",
+                     "overlays=1")
+    out = Path(cfg.run_dir) / "threshold_components"
+    run_stage(cfg)
+    first = read_json(out / "threshold_components_images.json")["annotations"]
+    drawn = (out / "overlays" / "images" / "a.png").read_bytes()
+    two = np.zeros_like(img)
+    two[8:20, 8:20] = 255
+    two[28:40, 28:44] = 255                                  # two objects now
+    _same_size_swap(folder / "a.bmp", two)
+    run_stage(cfg)
+    second = read_json(out / "threshold_components_images.json")["annotations"]
+    assert len(second) == len(first) + 1
+    assert (out / "overlays" / "images" / "a.png").read_bytes() != drawn
+
+
+@pytest.mark.e2e
+def test_weights_trained_on_swapped_images_are_refused(tiny_sample, tmp_path):
+    from tests.conftest import TINY_SAMPLE, copy_tree, make_cfg
+    data = copy_tree(tiny_sample, tmp_path / "data")
+    train = sorted((data / "sample" / "train").glob("*.png"))
+    for p in train:  # stored PNGs: every image of one size has one byte size
+        Image.open(p).save(p, compress_level=0)
+
+    def cfg():
+        return make_cfg(tmp_path, f"paths.data_dir={data}", *TINY_SAMPLE, "stage=maskrcnn",
+                        "backbone.weights=null", "maskrcnn.train.max_iter=1",
+                        "maskrcnn.train.batch_size=2", "maskrcnn.inference.short_side=160",
+                        "maskrcnn.eval_splits=[val]", "overlays=0", run_name="maskrcnn")
+    run_stage(cfg())
+    mirrored = np.ascontiguousarray(np.asarray(Image.open(train[0]).convert("RGB"))[:, ::-1])
+    _same_size_swap(train[0], mirrored)
+    with pytest.raises(UserError, match="model.pt holds weights made from other inputs"):
+        run_stage(cfg())

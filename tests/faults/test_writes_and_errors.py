@@ -83,3 +83,84 @@ def test_points_dragged_out_of_every_box_are_skipped():
            point_result(70, 70, W, H, True, "new1")]
     inst, warn = results_to_instances(res, W, H, CATS)
     assert inst[0]["point_coords"] == [] and any("lies in no box" in w for w in warn)
+
+
+# issue 34: the CLI's last line names the file that failed, and HTTP errors are one line
+
+FULL_DISK = """
+import errno, os, sys
+def full(fd):  # a disk that is full for every write (a test cannot fill a real one)
+    raise OSError(errno.ENOSPC, "No space left on device")
+os.fsync = full
+sys.argv = ["pipeline", *sys.argv[1:]]
+from pipeline.__main__ import main
+main()
+"""
+
+
+def test_disk_full_names_the_file_that_failed_even_when_error_txt_cannot_be_written(
+        tiny_sample, tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT, TINY_SAMPLE, cli_env
+    r = subprocess.run([sys.executable, "-c", FULL_DISK, "stage=baseline",
+                        f"paths.data_dir={tiny_sample}", f"paths.output_dir={tmp_path}",
+                        *TINY_SAMPLE, "baseline.methods=[threshold_components]",
+                        "baseline.splits=[val]", "overlays=0"],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no space left in ") and "shard_00000.json" in last, last
+
+
+@pytest.fixture
+def answering(request):
+    """A server whose /health is fine and whose API answers every call with one HTTP status
+    and a session cookie (Label Studio cannot be made to fail on demand)."""
+    import http.server
+    import json as _json
+    import threading
+    code = request.param
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            ok = self.path.startswith("/health")
+            body = _json.dumps({"status": "UP"} if ok else {"detail": "server said no"}).encode()
+            self.send_response(200 if ok else code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Set-Cookie", "sessionid=SECRET123; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield code, srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("answering", [400, 404, 500, 503], indirect=True)
+def test_http_errors_of_every_status_are_one_line_without_headers(answering, tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT, cli_env
+    code, port = answering
+    r = subprocess.run([sys.executable, "-m", "pipeline", "stage=annotate",
+                        "annotation.start_server=false", f"annotation.port={port}",
+                        f"paths.output_dir={tmp_path}"],
+                       cwd=ROOT, env=dict(cli_env(), LABEL_STUDIO_API_TOKEN="t"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "SECRET123" not in r.stderr + r.stdout
+    assert "set-cookie" not in r.stderr.lower()
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: the server answered ApiError: HTTP {code}: ")
+    assert "server said no" in lines[-1]
+    log = "".join(p.read_text() for p in tmp_path.rglob("*.log"))
+    assert "SECRET123" not in log

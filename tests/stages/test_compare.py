@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.__main__ import run_stage
+from pipeline.attempts import last_status
 from tests.conftest import ROOT, cli_env
 
 
@@ -55,6 +56,52 @@ def test_aggregation_with_failed_and_killed_jobs(tmp_path, sample_cfg):
     assert "| Mask R-CNN, points (10 pts) | 38.0 |" in md and "failed" in md
     assert "| Mask R-CNN, points (3 pts) (class-aware model) | 30.0 |" in md
     assert (out / "ap_vs_cost.png").stat().st_size > 10_000
+
+
+def _attempts(job: Path, *records, metrics_attempt=None):
+    import socket
+    (job / "attempts").mkdir()
+    for n, (status, error) in enumerate(records, start=1):
+        rec = {"attempt": n, "status": status, "pid": 999_999_999, "host": socket.gethostname()}
+        if error:
+            rec["error"] = error
+        (job / "attempts" / f"{n:04d}.json").write_text(json.dumps(rec))
+    if metrics_attempt:
+        data = json.loads((job / "metrics.json").read_text())
+        (job / "metrics.json").write_text(json.dumps(dict(data, attempt=metrics_attempt)))
+
+
+def test_a_job_is_reported_by_its_last_attempt(tmp_path, sample_cfg):
+    """The table never shows an old AP as ok after the job's last attempt failed, was refused
+    or was killed (issue 34: it read error.txt only when metrics.json was missing)."""
+    import os
+    sweep = tmp_path / "sweep"
+    full = {"name": "full", "mask_loss": "full", "agnostic": True}
+    # a folder from before attempts were recorded: error.txt newer than metrics.json
+    fake_job(sweep, "old_failed", full, (40.0, 60.0, 45.0),
+             error="UserError: points.json holds weights made from other inputs")
+    os.utime(sweep / "old_failed" / "metrics.json", ns=(1, 1))
+    fake_job(sweep, "refused", full, (41.0, 61.0, 46.0))
+    _attempts(sweep / "refused", ("ok", None), ("refused", "UserError: model.pt holds weights "
+                                                "made from other inputs"), metrics_attempt=1)
+    fake_job(sweep, "killed", full, (42.0, 62.0, 47.0))
+    _attempts(sweep / "killed", ("ok", None), ("running", None), metrics_attempt=1)
+    fake_job(sweep, "rerun_ok", full, (43.0, 63.0, 48.0))
+    _attempts(sweep / "rerun_ok", ("failed", "RuntimeError: boom"), ("ok", None),
+              metrics_attempt=2)
+    cfg = sample_cfg("stage=compare", f"compare.sweep_dir={sweep}")
+    run_stage(cfg)
+    out = Path(cfg.run_dir)
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert rows["old_failed"]["status"].startswith("failed: UserError: points.json")
+    assert rows["refused"]["status"].startswith("failed (attempt 2, refused: UserError: model.pt")
+    assert rows["refused"]["status"].endswith("AP of attempt 1 not shown")
+    assert rows["killed"]["status"] == "failed (attempt 2, killed (process gone)); AP of " \
+                                       "attempt 1 not shown"
+    assert all(rows[r]["mask_AP"] == "" for r in ("old_failed", "refused", "killed"))
+    assert rows["rerun_ok"]["status"] == "ok" and rows["rerun_ok"]["attempt"] == "2"
+    assert "| 43.0 | 63.0 | 48.0 |" in (out / "comparison.md").read_text()
+    assert "ok (attempt 2)" in (out / "comparison.md").read_text()
 
 
 def test_each_model_is_compared_with_its_own_full_masks_and_shows_its_speed(tmp_path,
@@ -116,7 +163,11 @@ def test_real_sweep_reports_failed_job_and_reuses_finished_work(tmp_path, tiny_s
         return next(sweep.glob(f"*{name}"))
     assert (job("supervision=full") / "metrics.json").is_file()
     assert (job("supervision=points") / "metrics.json").is_file()
-    assert "free_masks_train.json" in (job("supervision=free_masks") / "error.txt").read_text()
+    # refused before its guard passed: recorded as an attempt, nothing else in its folder
+    refused = last_status(job("supervision=free_masks"))
+    assert refused["status"] == "refused" and "free_masks_train.json" in refused["error"]
+    assert not (job("supervision=free_masks") / "error.txt").exists()
+    assert not (job("supervision=free_masks") / "config.yaml").exists()
     model = job("supervision=full") / "model.pt"
     stamp = model.stat().st_mtime_ns
     # as `make compare` runs it: jobs in parallel, one thread each; the job folder (named
@@ -139,7 +190,8 @@ def test_real_sweep_reports_failed_job_and_reuses_finished_work(tmp_path, tiny_s
     rows = {r["supervision"]: r for r in csv.DictReader(
         open(out / "cpu_sample" / "compare" / "comparison.csv"))}
     assert rows["full"]["status"] == "ok" and rows["points"]["status"] == "ok"
-    assert rows["free_masks"]["status"].startswith("failed")
+    assert rows["free_masks"]["status"].startswith("failed (attempt 1, refused: ")
+    assert rows["full"]["attempt"] == "2"  # the rerun's metrics
 
 
 @pytest.mark.e2e
