@@ -164,7 +164,7 @@ RULES = {
                          "pretrain.overwrite", "solo.embedding.enabled",
                          "solo.inference.largest_component", "solo.inference.point_nms",
                          "solo.letterbox", "solo.loss.level_mean", "solo.train.strong_view",
-                         "supervision.agnostic")},
+                         "supervision.agnostic", "freemask.maskcut.crf", "solo.split_feats")},
     # seeds, ports, counts and sizes
     **{k: SIZE for k in ("seed", "*.seed", "supervision.point_seed", "hardware.threads",
                          "dataset.generate.min_visible_area", "dataset.generate.num.*",
@@ -188,7 +188,8 @@ RULES = {
                           "solo.num_classes", "solo.loss.pairwise_dilation",
                           "solo.loss.pairwise_kernel", "sparseinst.decoder_convs",
                           "sparseinst.decoder_dim", "sparseinst.encoder_channels",
-                          "sparseinst.kernel_dim", "supervision.points")},
+                          "sparseinst.kernel_dim", "supervision.points",
+                          "points_per_instance")},
     **{k: _port() for k in ("annotation.port", "annotation.assistant.port")},
     **{k: _list_of(COUNT) for k in ("*.train.sizes", "maskrcnn.anchor_sizes")},
     **{k: _pair_range(COUNT) for k in ("dataset.generate.object_size",
