@@ -93,8 +93,8 @@ def full(fd):  # a disk that is full for every write (a test cannot fill a real 
     raise OSError(errno.ENOSPC, "No space left on device")
 os.fsync = full
 sys.argv = ["pipeline", *sys.argv[1:]]
-from pipeline.__main__ import main
-main()
+import runpy
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)  # python -m pipeline
 """
 
 
