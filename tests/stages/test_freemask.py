@@ -44,7 +44,8 @@ def test_outputs_on_sample(sample_cfg, method):
         assert api.annToMask(a).sum() == a["area"]
         assert res[split]["metrics"]["segm"].keys() >= {"AP", "AP50", "AR100"}
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"train", "val", "test"}  # train + the dataset's eval_splits
+    # train + the dataset's eval_splits, and the attempt that wrote them
+    assert set(metrics) == {"train", "val", "test", "attempt"}
     assert len(list((run / "overlays" / "val").glob("*.png"))) == 2
 
 
