@@ -81,6 +81,16 @@ def _zoom_range():
     return ok, "a pair [lo, hi] of zoom factors with 0 < lo <= hi"
 
 
+def _quadtree_sizes():
+    def ok(v):
+        try:
+            v = [int(x) for x in v]
+        except (TypeError, ValueError):
+            return False
+        return len(v) >= 1 and v[0] >= 2 and all(b == 2 * a for a, b in zip(v, v[1:]))
+    return ok, "a list of grid sizes, each twice the previous (e.g. [28, 56, 112])"
+
+
 def _one_of(*options):
     return (lambda v: v in options), "one of " + ", ".join(map(str, options))
 
@@ -115,6 +125,12 @@ RULES = {
     "pretrain.augment": _one_of("batch", "per_image"),
     "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
     "model": _one_of("maskrcnn", "sparseinst"),
+    "maskrcnn.refine": _one_of("none", "transfiner"),
+    "maskrcnn.transfiner.sizes": _quadtree_sizes(),
+    **{k: COUNT for k in ("maskrcnn.transfiner.dim", "maskrcnn.transfiner.layers",
+                          "maskrcnn.transfiner.heads", "maskrcnn.transfiner.detector_width")},
+    **{k: SIZE for k in ("maskrcnn.transfiner.max_nodes", "maskrcnn.transfiner.train_rois")},
+    **{k: FRACTION for k in ("maskrcnn.transfiner.threshold", "maskrcnn.transfiner.min_score")},
     **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
                                                   "solo.train.amp", "maskrcnn.train.amp",
                                                   "sparseinst.train.amp")},

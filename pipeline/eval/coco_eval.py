@@ -1,4 +1,6 @@
-"""COCO mask and box AP with pycocotools' COCOeval, class-agnostic by default."""
+"""COCO mask, box and boundary AP with pycocotools' COCOeval, class-agnostic by default.
+
+`boundary` is AP^B (Boundary IoU, Cheng et al. CVPR 2021; see pipeline/eval/boundary.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.data.coco import class_agnostic
+from pipeline.eval.boundary import BoundaryCOCOeval
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
               "ARs", "ARm", "ARl"]
@@ -22,9 +25,9 @@ def _coco_api(data: dict) -> COCO:
     return api
 
 
-def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox"),
+def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox", "boundary"),
              agnostic: bool = True, image_ids=None) -> dict[str, dict[str, float]]:
-    """{'segm': {'AP': .., ...}, 'bbox': {...}} in percent, over `image_ids` (default: all GT).
+    """{'segm': {'AP': .., ...}, 'bbox': {...}, 'boundary': {...}} in percent, over `image_ids` (default: all GT).
 
     Predictions need image_id, category_id, score and segmentation (RLE) / bbox.
     """
@@ -40,7 +43,7 @@ def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox"),
     out, wanted = {}, set(ids)
     for iou_type in iou_types:
         preds = [p for p in predictions if p["image_id"] in wanted]
-        if iou_type == "segm":
+        if iou_type in ("segm", "boundary"):
             preds = [p for p in preds if "segmentation" in p]
         if not preds:
             out[iou_type] = {k: 0.0 for k in STAT_NAMES}
@@ -52,7 +55,8 @@ def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox"),
                 p.pop("segmentation", None)  # else loadRes recomputes boxes from masks
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(preds)
-            ev = COCOeval(coco_gt, coco_dt, iou_type)
+            ev = (BoundaryCOCOeval(coco_gt, coco_dt) if iou_type == "boundary"
+                  else COCOeval(coco_gt, coco_dt, iou_type))
             ev.params.imgIds = ids
             ev.evaluate()
             ev.accumulate()
@@ -63,10 +67,13 @@ def evaluate(gt: dict, predictions: list[dict], iou_types=("segm", "bbox"),
 
 
 def format_table(rows: dict[str, dict], columns=(("segm", "AP"), ("segm", "AP50"),
-                 ("segm", "AP75"), ("segm", "AR100"), ("bbox", "AP"), ("bbox", "AP50")),
+                 ("segm", "AP75"), ("segm", "AR100"), ("boundary", "AP"), ("bbox", "AP"),
+                 ("bbox", "AP50")),
                  title: str | None = None) -> str:
     """Markdown table: one row per method, columns (iou_type, stat)."""
-    head = ["method"] + [f"{'mask' if t == 'segm' else 'box'} {s}" for t, s in columns]
+    names = {"segm": "mask", "bbox": "box", "boundary": "boundary"}
+    head = ["method"] + ["AP^B" if (t, s) == ("boundary", "AP") else f"{names[t]} {s}"
+                         for t, s in columns]
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * len(columns)) + "|")

@@ -19,13 +19,15 @@ from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.free_mask import grey_guide
 from pipeline.models.maskrcnn import anchors, build_maskrcnn
 from pipeline.models.predictor import BatchPredictor
+from pipeline.models.transfiner.model import TransfinerMaskRCNN, TransfinerParams
 from pipeline.ops.guided_filter import guided_filter
 
 MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst"}
 
 
 class MaskRCNNStudent:
-    """torchvision's Mask R-CNN; box + mask heads; PointSup's point loss under points."""
+    """torchvision's Mask R-CNN; box + mask heads; PointSup's point loss under points;
+    `maskrcnn.refine=transfiner`: Mask Transfiner's refiner composed on top."""
 
     def __init__(self, cfg, num_classes):
         mc, sv = cfg.maskrcnn, cfg.supervision
@@ -39,6 +41,10 @@ class MaskRCNNStudent:
             box_detections_per_img=mc.inference.max_per_image,
             box_score_thresh=mc.inference.score_threshold,
             drop_loss_iou=float(sv.get("drop_loss_iou", 0.0)))
+        if str(mc.get("refine", "none")) == "transfiner":
+            self.model = TransfinerMaskRCNN(self.model,
+                                            TransfinerParams.from_config(mc.transfiner),
+                                            mc.fpn_channels, sv.mask_loss)
 
     def optimizer(self, t, params):
         return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)

@@ -26,8 +26,8 @@ from pipeline.models.students import MODELS
 log = logging.getLogger(__name__)
 
 COLUMNS = ["method", "model", "supervision", "status", "mask_AP", "mask_AP_sd", "seeds",
-           "mask_AP50", "box_AP", "pct_of_full", "annotation_s_per_image", "annotation_hours",
-           "images_per_s", "run", "attempt"]
+           "mask_AP50", "mask_AP75", "boundary_AP", "box_AP", "pct_of_full",
+           "annotation_s_per_image", "annotation_hours", "images_per_s", "run", "attempt"]
 
 
 def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> list[dict]:
@@ -82,7 +82,7 @@ def _job_status(job: Path, split: str) -> dict:
         return dict(out, status="failed: " + (err.read_text().strip()[:120] if err.is_file()
                                               else "no metrics.json (killed or still running)"))
     return dict(out, status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
-                box_AP=m["bbox"]["AP"], attempt=data.get("attempt"))
+                box_AP=m["bbox"]["AP"], attempt=data.get("attempt"), **_boundary_cols(m))
 
 
 def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
@@ -102,9 +102,14 @@ def _direct_rows(work_dir: Path, direct: dict, split: str) -> list[dict]:
                 row["status"] = f"not run ({f} missing)"
             else:
                 row.update(status="ok", mask_AP=m["segm"]["AP"], mask_AP50=m["segm"]["AP50"],
-                           box_AP=m["bbox"]["AP"])
+                           box_AP=m["bbox"]["AP"], **_boundary_cols(m))
             rows.append(row)
     return rows
+
+
+def _boundary_cols(m: dict) -> dict:
+    """AP75 and AP^B (Boundary IoU); None for metrics written before AP^B was measured."""
+    return {"mask_AP75": m["segm"].get("AP75"), "boundary_AP": (m.get("boundary") or {}).get("AP")}
 
 
 def _without_seed(run: str) -> str:
@@ -124,6 +129,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
         if ok:
             for k in ("mask_AP", "mask_AP50", "box_AP"):
                 row[k] = float(np.mean([r[k] for r in ok]))
+            for k in ("mask_AP75", "boundary_AP"):
+                vals = [r[k] for r in ok if r.get(k) is not None]
+                row[k] = float(np.mean(vals)) if len(vals) == len(ok) else None
             speeds = [r["images_per_s"] for r in ok if r.get("images_per_s")]
             row["images_per_s"] = float(np.mean(speeds)) if speeds else None
             row["mask_AP_sd"] = float(np.std([r["mask_AP"] for r in ok], ddof=1)) \
@@ -138,10 +146,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
-    head = ["method", "mask AP", "mask AP50", "box AP", "% of full", "annot. s / image",
-            "annot. hours", "images / s", "status"]
+    head = ["method", "mask AP", "mask AP50", "mask AP75", "AP^B", "box AP", "% of full",
+            "annot. s / image", "annot. hours", "images / s", "status"]
     out = [f"### {title}", "", "| " + " | ".join(head) + " |",
-           "|---|" + "---:|" * 7 + "---|"]
+           "|---|" + "---:|" * 9 + "---|"]
 
     def f(v, fmt="{:.1f}"):
         return "-" if v is None or v == "" else fmt.format(v)
@@ -151,7 +159,8 @@ def to_markdown(rows: list[dict], title: str) -> str:
         return f"{r['mask_AP']:.1f} ± {r['mask_AP_sd']:.1f} ({r['seeds']} seeds)"
     for r in rows:
         out.append("| " + " | ".join([
-            r["method"], ap(r), f(r.get("mask_AP50")), f(r.get("box_AP")),
+            r["method"], ap(r), f(r.get("mask_AP50")), f(r.get("mask_AP75")),
+            f(r.get("boundary_AP")), f(r.get("box_AP")),
             f(r.get("pct_of_full"), "{:.0f}%"), f(r.get("annotation_s_per_image")),
             f(r.get("annotation_hours"), "{:.2f}"), f(r.get("images_per_s")),
             _status(r)]) + " |")

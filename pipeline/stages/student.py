@@ -88,6 +88,9 @@ def weights_fingerprint(cfg, split, targets) -> str:
     model = {k: v for k, v in settings(cfg[name]).items() if k not in ("inference", "eval_splits")}
     # Mask R-CNN's fingerprint is kept as it was before SparseInst joined (its weights stay valid)
     extra = () if name == "maskrcnn" else (name,)
+    if model.get("refine", "none") == "none":  # without refinement, as before the key came
+        model.pop("refine", None)
+        model.pop("transfiner", None)
     init = model["train"].pop("init", None)  # no init: the fingerprint as before the key came
     for key in ("ema", "amp"):               # likewise without an average or own precision
         if not model["train"].get(key):

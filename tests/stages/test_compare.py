@@ -124,8 +124,8 @@ def test_each_model_is_compared_with_its_own_full_masks_and_shows_its_speed(tmp_
     assert rows["model=sparseinst,supervision=full"]["method"] == "SparseInst, full masks"
     assert float(rows["model=sparseinst,supervision=full"]["images_per_s"]) == 30.0
     md = (out / "comparison.md").read_text()
-    assert "| SparseInst, points (10 pts) | 18.0 | 38.0 | 14.0 | 90% |" in md
-    assert "| Mask R-CNN, full masks | 40.0 | 60.0 | 45.0 | 100% |" in md and "| 10.0 |" in md
+    assert "| SparseInst, points (10 pts) | 18.0 | 38.0 | - | - | 14.0 | 90% |" in md
+    assert "| Mask R-CNN, full masks | 40.0 | 60.0 | - | - | 45.0 | 100% |" in md and "| 10.0 |" in md
 
 
 def test_measured_lead_time_replaces_cost_model(tmp_path, sample_cfg):
@@ -223,3 +223,18 @@ def test_seeds_of_one_run_become_one_row_with_mean_and_spread():
     assert single["mask_AP_sd"] is None and single["seeds"] == 1
     failed = aggregate([row(10.0), row(None, status="failed: boom")])[0]
     assert failed["mask_AP"] == 10.0 and failed["status"].startswith("1 of 2 failed: failed")
+
+
+def test_boundary_ap_and_ap75_columns_are_averaged_and_shown():
+    from pipeline.stages.compare import _boundary_cols, aggregate, to_markdown
+    m = {"segm": {"AP": 10.0, "AP50": 20.0, "AP75": 8.0}, "bbox": {"AP": 11.0},
+         "boundary": {"AP": 6.0}}
+    assert _boundary_cols(m) == {"mask_AP75": 8.0, "boundary_AP": 6.0}
+    assert _boundary_cols({"segm": {"AP": 1.0}})["boundary_AP"] is None  # older metrics.json
+    rows = [{"method": "Mask R-CNN, full masks", "supervision": "full", "run": "r",
+             "status": "ok", "mask_AP": 10.0, "mask_AP50": 20.0, "box_AP": 11.0,
+             "mask_AP75": a75, "boundary_AP": apb} for a75, apb in ((8.0, 6.0), (10.0, 9.0))]
+    row = aggregate(rows)[0]
+    assert row["mask_AP75"] == 9.0 and row["boundary_AP"] == 7.5
+    table = to_markdown([row], "t")
+    assert "| mask AP75 | AP^B |" in table and "| 9.0 | 7.5 |" in table

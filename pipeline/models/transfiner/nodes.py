@@ -1,0 +1,96 @@
+"""Node encoder (Mask Transfiner, Sec. 3.4): each quadtree node becomes one token from four
+cues, summed: fine-grained features of the FPN level matching the node's scale read at its
+3 x 3 neighbourhood, the coarse mask's value at the node, its position relative to the RoI,
+and its quadtree level."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FPN_LEVELS = {2: "p2", 3: "p3", 4: "p4", 5: "p5"}   # name of the map with stride 2 ** k
+
+
+def node_centres(boxes: torch.Tensor, nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N, 2) box-relative (u, v) in [0, 1] of each node's cell centre."""
+    g = torch.tensor(sizes, device=nodes.device, dtype=boxes.dtype)[nodes[:, 1]]
+    return torch.stack([(nodes[:, 3] + 0.5) / g, (nodes[:, 2] + 0.5) / g], 1)
+
+
+def fpn_level(boxes: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """FPN level per node: the RoI's canonical level (Mask R-CNN's 4 + log2(sqrt(wh) / 224)),
+    one finer per quadtree level, within p2..p5."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
+    k0 = torch.floor(4 + torch.log2(torch.sqrt(wh[:, 0] * wh[:, 1]) / 224 + 1e-8))
+    return (k0[nodes[:, 0]] - nodes[:, 1]).clamp(2, 5).long()
+
+
+def sample_neighbourhood(features: dict, image_of_roi: torch.Tensor, boxes: torch.Tensor,
+                         nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N, 9 * C): bilinear features at the node's centre and its 8 neighbours (one cell of
+    the node's level apart), from the FPN map of the node's scale."""
+    uv = node_centres(boxes, nodes, sizes)
+    g = torch.tensor(sizes, device=nodes.device, dtype=boxes.dtype)[nodes[:, 1]]
+    d = torch.tensor([-1.0, 0.0, 1.0], device=nodes.device, dtype=boxes.dtype)
+    off = torch.stack(torch.meshgrid(d, d, indexing="xy"), -1).reshape(9, 2)  # (dx, dy)
+    rel = uv[:, None, :] + off[None] / g[:, None, None]                       # (N, 9, 2)
+    b = boxes[nodes[:, 0]]
+    xy = b[:, None, :2] + rel * (b[:, None, 2:] - b[:, None, :2])            # image coords
+    levels = fpn_level(boxes, nodes)
+    img = image_of_roi[nodes[:, 0]]
+    c = next(iter(features.values())).shape[1]
+    out = xy.new_zeros(len(nodes), 9, c)
+    for k, name in FPN_LEVELS.items():
+        for i in torch.unique(img[levels == k]).tolist():
+            sel = torch.nonzero((levels == k) & (img == i), as_tuple=True)[0]
+            fmap = features[name][i:i + 1]
+            stride = 2 ** k
+            extent = xy.new_tensor([fmap.shape[-1] * stride, fmap.shape[-2] * stride])
+            grid = (xy[sel] / extent * 2 - 1)[None]                            # (1, n, 9, 2)
+            v = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)  # (1, C, n, 9)
+            out[sel] = v[0].permute(1, 2, 0).to(out.dtype)
+    return out.flatten(1)
+
+
+def sinusoid(uv: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, 2) in [0, 1] -> (N, dim) sine / cosine features of each coordinate."""
+    n = dim // 4
+    freq = torch.exp(torch.arange(n, device=uv.device, dtype=uv.dtype) * (-math.log(1e3) / n))
+    a = uv[:, :, None] * 2 * math.pi * 16 * freq                               # (N, 2, n)
+    return torch.cat([a.sin(), a.cos()], -1).flatten(1)
+
+
+class NodeEncoder(nn.Module):
+    def __init__(self, channels: int, dim: int, levels: int):
+        super().__init__()
+        self.dim = dim
+        self.fine = nn.Sequential(nn.Linear(9 * channels, dim), nn.ReLU(inplace=True),
+                                  nn.Linear(dim, dim))
+        self.coarse = nn.Linear(1, dim)
+        self.position = nn.Linear(4 * (dim // 4), dim)
+        self.level = nn.Embedding(levels, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, features, image_of_roi, boxes, nodes, coarse_at_nodes, sizes):
+        """-> (N, dim) node tokens; coarse_at_nodes (N,) mask probabilities."""
+        fine = sample_neighbourhood(features, image_of_roi, boxes, nodes, sizes)
+        pos = sinusoid(node_centres(boxes, nodes, sizes), self.dim)
+        x = (self.fine(fine) + self.coarse(coarse_at_nodes[:, None] * 2 - 1)
+             + self.position(pos) + self.level(nodes[:, 1]))
+        return self.norm(x)
+
+
+def coarse_at(coarse: torch.Tensor, nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N,) coarse mask probability at each node: the (R, S, S) coarse mask resized
+    (bilinear) to the node's level and read at its cell."""
+    out = coarse.new_zeros(len(nodes))
+    for level, s in enumerate(sizes):
+        sel = nodes[:, 1] == level
+        if sel.any():
+            up = coarse if coarse.shape[-1] == s else F.interpolate(
+                coarse[:, None], size=(s, s), mode="bilinear", align_corners=False)[:, 0]
+            n = nodes[sel]
+            out[sel] = up[n[:, 0], n[:, 2], n[:, 3]]
+    return out
