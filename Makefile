@@ -37,7 +37,8 @@ pseudo-labels: $(STAMP)
 	$(RUN) stage=sample
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
-	$(RUN) stage=solo
+	@# SOLO stops when no free mask is confident: the report then says what the masks look like
+	$(RUN) stage=solo || { $(RUN) stage=report; exit 1; }
 	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[]
 	$(RUN) stage=baseline
 	$(RUN) stage=report

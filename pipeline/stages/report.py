@@ -72,26 +72,28 @@ def describe_sources(cfg) -> tuple[str, list[str]]:
     if not found:
         return "no pseudo-labels yet (make pseudo-labels)", []
     coco = {name: load_coco(p, f"source {name!r}") for name, p in found.items()}
-    stats = {name: label_free.describe(c) for name, c in coco.items()}
-    names = list(coco)
+    at = {name: float(r.warn.score.get(name, r.warn.other_score)) for name in coco}
+    stats = {name: label_free.describe(c, at[name]) for name, c in coco.items()}
     agree = {f"{a} and {b}": label_free.agreement(coco[a], coco[b])
-             for a, b in zip(names, names[1:]) if a in r.agree and b in r.agree}
+             for a, b in zip(r.agree, r.agree[1:]) if a in coco and b in coco}
     lines = ["| pseudo-label source (training images) | images | masks | images without "
-             "| masks/image (max) | score p10 / p50 / p90 | touch the border | image covered "
-             "| mask size |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "| masks/image (max) | score p10 / p50 / p90 | confident | of those: touch "
+             "the border | image covered | mask size | large at the border |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for name, s in stats.items():
         q = " / ".join("-" if v is None else f"{v:.2f}"
                        for v in (s["score_p10"], s["score_p50"], s["score_p90"]))
         lines.append(f"| {name} | {s['images']} | {s['masks']} | {s['empty_images']:.0%} | "
                      f"{s['masks_per_image']:.1f} ({s['max_per_image']}) | {q} | "
-                     f"{s['border']:.0%} | {s['coverage']:.0%} | {s['size']:.1%} |")
+                     f"{s['confident']:.0%} (>= {at[name]:g}) | {s['border']:.0%} | {s['coverage']:.0%} | "
+                     f"{s['size']:.1%} | {s['regions']:.0%} |")
     for pair, v in agree.items():
         if v is not None:
             lines.append(f"\n{pair}: {v:.0%} of their masks agree (IoU >= 0.5)")
     shown = [str(p.parent / "overlays") for p in found.values() if (p.parent / "overlays").is_dir()]
     if shown:
         lines.append("\noverlays (image | masks): " + ", ".join(shown))
-    warned = label_free.warnings(stats, agree, r.warn)
+    warned = label_free.warnings(stats, agree, r.warn, stand_out=list(r.warn.score))
     for w in warned:
         log.warning("%s", w)
     if warned:

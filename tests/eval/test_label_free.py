@@ -5,7 +5,8 @@ from omegaconf import OmegaConf
 from pipeline.data.coco import make_coco, mask_to_annotation
 from pipeline.eval import label_free
 
-LIMITS = OmegaConf.create({"border": 0.5, "coverage": 0.8, "agreement": 0.3})
+LIMITS = OmegaConf.create({"confident": 0.1, "border": 0.6, "coverage": 0.6, "regions": 0.1,
+                           "agreement": 0.3})
 
 
 def coco_of(masks_per_image, score=0.9):
@@ -46,8 +47,22 @@ def test_a_partition_of_the_image_is_called_colour_regions():
     s = label_free.describe(coco_of([tiles(), tiles()]))
     assert s["border"] == 1.0 and s["coverage"] == 1.0
     (w,) = label_free.warnings({"free masks": s}, {}, LIMITS)
-    assert w.startswith("free masks: 100% of the masks run into the image border")
-    assert "colour regions" in w
+    assert w.startswith("free masks: 100% of the masks scoring >= 0.9 run into the image "
+                        "border") and "colour regions" in w
+    faint = label_free.describe(coco_of([[disc(20, 20)], [disc(30, 30)]], score=0.4))
+    assert faint["confident"] == 0.0
+    (w,) = label_free.warnings({"free masks": faint}, {}, LIMITS)
+    assert w.startswith("free masks: 0% of the masks score >= 0.9: no region stands out")
+
+
+def test_large_regions_at_the_border_are_called_surfaces():
+    """A table top: a large mask running into the border beside small objects inside."""
+    top = np.zeros((64, 64), bool)
+    top[30:, :] = True
+    s = label_free.describe(coco_of([[disc(12, 12, 6), disc(12, 40, 6), top & ~disc(45, 30)]]))
+    assert abs(s["regions"] - 1 / 3) < 1e-9 and s["border"] < 0.6
+    (w,) = label_free.warnings({"free masks": s}, {}, LIMITS)
+    assert "33% of the masks scoring >= 0.9 are large regions" in w
 
 
 def test_agreement_between_rounds():

@@ -126,3 +126,26 @@ def test_annotate_a_folder_outside_the_document_root(label_studio, sample_cfg, p
     for name in ("day1/" + sorted(p.name for p in (photos / "day1").iterdir())[0], "grey.png"):
         body = opener.open(label_studio.url + urls[name]).read()
         assert body == (photos / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_folder_anywhere_gets_an_url_that_the_assistant_resolves(tmp_path, inside):
+    """A folder under the document root is served as it is; any other through a link under
+    it, made once; the labelling assistant finds the file behind the task's URL either way,
+    and `..` still cannot climb out of the root."""
+    from annotation.ml_backend import image_path
+    from annotation.tasks import local_url, served_root
+    from pipeline.errors import UserError
+    root = tmp_path / "data"
+    folder = (root / "mine") if inside else (tmp_path / "far" / "away")
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "x.png").write_bytes(b"png")
+    served = served_root(folder, root)
+    assert served == folder if inside else (served.parent == root / "linked-images"
+                                            and served.is_symlink())
+    assert served_root(folder, root) == served  # a rerun reuses it
+    url = local_url(served, root, "sub/x.png")
+    assert url.startswith("/data/local-files/?d=") and ".." not in url
+    assert image_path(url, root).read_bytes() == b"png"
+    with pytest.raises(UserError, match="outside the document root"):
+        image_path("/data/local-files/?d=linked-images/../../far/away/sub/x.png", root)
