@@ -6,9 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
-RUN := $(PY) -m pipeline $(ARGS)
+# Your own photos, no annotations needed: make pseudo-labels DATA=/my/photos (any folder;
+# the same as ARGS="dataset=folder dataset.images=/my/photos"; outputs in outputs/cpu_folder/)
+DATA ?=
+DATA_ARGS := $(if $(DATA),dataset=folder dataset.images=$(abspath $(DATA)))
+RUN := $(PY) -m pipeline $(DATA_ARGS) $(ARGS)
 # Hydra sweeps: -m must come before every override, ARGS included
-SWEEP := $(PY) -m pipeline -m $(ARGS)
+SWEEP := $(PY) -m pipeline -m $(DATA_ARGS) $(ARGS)
 
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-more compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs results
@@ -33,7 +37,8 @@ pseudo-labels: $(STAMP)
 	$(RUN) stage=sample
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
-	$(RUN) stage=solo
+	@# SOLO stops when no free mask is confident: the report then says what the masks look like
+	$(RUN) stage=solo || { $(RUN) stage=report; exit 1; }
 	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[]
 	$(RUN) stage=baseline
 	$(RUN) stage=report

@@ -49,8 +49,10 @@ def image_path(url: str, document_root: Path) -> Path:
     q = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
     if "d" not in q:
         raise UserError(f"task image {url!r} is not a local-files URL (/data/local-files/?d=...)")
-    root = document_root.resolve()
-    path = (root / q["d"][0]).resolve()
+    # folded, links not followed: as Label Studio serves it (a linked image folder under
+    # the root, annotation.tasks.served_root, stays under it); `..` cannot climb out
+    root = Path(os.path.abspath(document_root))
+    path = Path(os.path.abspath(root / q["d"][0]))
     if root not in path.parents:
         raise UserError(f"task image {url!r} lies outside the document root {root}")
     if not path.is_file():

@@ -100,6 +100,7 @@ def start(data_dir, port: int, token: str, username: str, password: str,
     exe = ensure_server_venv(venv)
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    Path(document_root).mkdir(parents=True, exist_ok=True)  # linked image folders go there
     env = dict(os.environ,
                LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
                LABEL_STUDIO_USERNAME=username, LABEL_STUDIO_PASSWORD=password,

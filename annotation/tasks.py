@@ -2,7 +2,9 @@
 pre-placed points as predictions (pre-annotations) the annotator corrects."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +60,38 @@ def show_version(client, project: int, model_version: str) -> bool:
         return False
 
 
+def _absolute(path) -> Path:
+    """The absolute path, `..` folded, symbolic links NOT followed: how Label Studio itself
+    compares local-files paths (a link under its document root stays under it)."""
+    return Path(os.path.abspath(path))
+
+
+def served_root(image_root, document_root) -> Path:
+    """The image folder as Label Studio can serve it. The server serves files under its
+    document root only (fixed when it starts; annotation.server.start resolves it): a folder
+    under it is served as it is; any other gets a symbolic link under
+    `<document_root>/linked-images/`, so a folder anywhere on disk can be annotated, also by
+    a server that is already running."""
+    root, real = Path(document_root).resolve(), Path(image_root).resolve()
+    if root in real.parents:
+        return real
+    digest = hashlib.sha1(str(real).encode()).hexdigest()[:10]
+    link = root / "linked-images" / f"{real.name or 'root'}-{digest}"
+    if not (link.is_symlink() and link.resolve() == real):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(real, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: two runs may link the same folder at once
+        log.info("Label Studio serves %s through the link %s (outside its document root %s)",
+                 real, link, root)
+    return link
+
+
 def ensure_local_storage(client, project: int, image_root: Path) -> None:
     """Label Studio serves /data/local-files/ only under a local storage of the project: add
     one for the image folder (never synced: tasks come from import_coco)."""
-    path = str(Path(image_root).resolve())
+    path = str(_absolute(image_root))
     if any(st.path == path for st in client.import_storage.local.list(project=project)):
         return
     client.import_storage.local.create(project=project, path=path, title="weakseg images",
@@ -80,9 +110,10 @@ def existing_image_ids(client, project: int) -> set[int]:
 
 def local_url(image_root: Path, document_root: Path, file_name: str) -> str:
     """/data/local-files/?d=<path relative to the server's document root>."""
-    path = (image_root / file_name).resolve()
+    path, root = _absolute(image_root / file_name), Path(document_root).resolve()
     try:
-        rel = path.relative_to(document_root.resolve())
+        rel = path.relative_to(root) if root in path.parents else \
+            path.resolve().relative_to(root)
     except ValueError:
         raise UserError(f"image {path} is outside the Label Studio document root "
                         f"{document_root}; set annotation.document_root to a parent "
@@ -120,7 +151,8 @@ def make_task(info: dict, anns: list[dict], image_url: str, n_points: int, seed:
 def import_coco(client, project: int, coco: dict, image_root, document_root, n_points: int = 10,
                 seed: int = 0, model_version: str = "weakseg", batch: int = 200) -> dict:
     """Import the images of `coco` that the project does not hold yet. Returns counts."""
-    ensure_local_storage(client, project, Path(image_root))
+    image_root = served_root(image_root, document_root)
+    ensure_local_storage(client, project, image_root)
     have = existing_image_ids(client, project)
     by_image = annotations_by_image(coco)
     names = {c["id"]: c["name"] for c in coco["categories"]}

@@ -152,6 +152,8 @@ RULES = {
                              "pretrain.base_lr",
                              "freemask.short_side", "freemask.max_size",
                              "solo.inference.short_side", "maskrcnn.inference.short_side")},
+    **{f"report.warn.{k}": FRACTION for k in ("confident", "border", "coverage",
+                                               "regions", "agreement")},
     "freemask.guided_radius": _num(0),
     **{k: _num(0, 0.9999) for k in ("solo.train.ema", "maskrcnn.train.ema",
                                      "sparseinst.train.ema")},

@@ -108,14 +108,29 @@ class MixedPrecision:
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def step(self, optimizer, loss, params=None, grad_clip: float = 0.0) -> None:
+    def step(self, optimizer, loss, params=None, grad_clip: float = 0.0) -> bool:
+        """Backward and optimizer step; False (the weights untouched) when a gradient is not
+        finite. Under float16 the loss scaler makes that call itself (it skips the step and
+        lowers the scale); elsewhere the gradients' norm decides."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if grad_clip > 0:
-            self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            if grad_clip > 0:
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            return True
+        if params is None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+        params = [p for p in params if p.grad is not None]
+        norm = nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 \
+            else nn.utils.get_total_norm([p.grad for p in params])
+        if not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        optimizer.step()
+        return True
 
 
 def stage_amp(cfg, node):
@@ -155,7 +170,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
           progress: bool = True, desc: str = "train", seed: int | None = None,
-          ema: float = 0.0) -> nn.Module:
+          ema: float = 0.0, max_bad_steps: int = 10) -> nn.Module:
     """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
 
     seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
@@ -163,7 +178,10 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     resume as in an uninterrupted run.
     amp: hardware.amp (True, False or "auto"; see autocast_dtype).
     ema: > 0: the returned model holds the moving average of its weights with this decay
-    (WeightAverage); the average is checkpointed with the weights, so a resume keeps it."""
+    (WeightAverage); the average is checkpointed with the weights, so a resume keeps it.
+    max_bad_steps: a step whose loss or gradient is not finite (a batch of sparse, tiny or
+    noisy targets can make one) is skipped, the weights untouched; that many in a row stop
+    the run with one line saying why (UserError), never with NaN weights."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
@@ -209,16 +227,29 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     bar = tqdm(total=max_iter, initial=start, desc=desc, unit="it",
                disable=not (progress and dist.is_main()))
     t0 = time.perf_counter()
+    bad = skipped = 0  # non-finite steps: in a row, in all
     for it in range(start, max_iter):
         if seed is not None:
             torch.manual_seed((seed * 1_000_003 + it) * 64 + dist.rank())
         with mixed.autocast():
             losses = step(wrapped, it)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {it}; "
-                                     f"lower the learning rate or check the data")
-        mixed.step(optimizer, loss, model.parameters(), grad_clip)
+        finite = bool(torch.isfinite(loss))
+        # under DDP every rank joins the gradients' all-reduce: a rank's non-finite loss
+        # makes everyone's gradient non-finite, and every rank skips the same step
+        applied = (mixed.step(optimizer, loss, model.parameters(), grad_clip) and finite) \
+            if finite or dist.world_size() > 1 else False
+        if applied:
+            bad = 0
+        else:
+            bad, skipped = bad + 1, skipped + 1
+            what = f"loss {loss.item()}" if not finite else "a gradient not finite"
+            if bad >= max_bad_steps:
+                raise UserError(f"{desc}: {what} at iteration {it}, {bad} iterations in a "
+                                f"row; training stopped. Lower the stage's train.lr, set its "
+                                f"train.grad_clip, or check the training targets")
+            log.warning("%s: iteration %d skipped (%s); the weights are unchanged", desc, it,
+                        what)
         if scheduler is not None:
             scheduler.step()
         if average is not None:
@@ -239,6 +270,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         if done % ckpt_every == 0 or done == max_iter:
             checkpoint(done)
     bar.close()
+    if skipped:
+        log.warning("%s: %d of %d iterations skipped (loss or gradient not finite)", desc,
+                    skipped, max_iter - start)
     if average is not None:
         model.load_state_dict(average.state)
     dist.broadcast_state(model)  # all ranks go on with the weights rank 0 saved

@@ -69,11 +69,32 @@ def test_randomness_inside_the_model_resumes_identically_with_a_seed(tmp_path):
     assert not torch.equal(run(tmp_path / "c", None, crash=False), run(tmp_path / "d", None))
 
 
-def test_non_finite_loss_is_a_clear_error(tmp_path):
+def test_non_finite_loss_that_persists_stops_with_one_line(tmp_path):
+    from pipeline.errors import UserError
     model, opt = make()
-    with pytest.raises(FloatingPointError, match="iteration 0"):
+    before = model.weight.detach().clone()
+    with pytest.raises(UserError, match="loss nan at iteration 9, 10 iterations in a row"):
         train(model, opt, lambda m, it: {"loss": m(torch.ones(1, 4)).sum() * float("nan")},
-              tmp_path, 3, progress=False)
+              tmp_path, 30, progress=False)
+    assert torch.equal(model.weight, before)  # never a NaN weight
+
+
+def test_a_non_finite_step_is_skipped_and_training_goes_on(tmp_path):
+    """A batch whose loss (iteration 3) or gradient (iteration 5: sqrt at 0) is not finite
+    leaves the weights as they were; the run finishes with finite weights."""
+    step = step_fn()
+
+    def faulty(m, it):
+        if it == 3:
+            return {"loss": step(m, it)["loss"] * float("inf")}
+        if it == 5:  # finite loss, infinite gradient
+            return {"loss": torch.sqrt((m.weight * 0).abs().sum())}
+        return step(m, it)
+    model, opt = make()
+    train(model, opt, faulty, tmp_path / "a", 12, progress=False)
+    assert torch.isfinite(model.weight).all() and torch.isfinite(model.bias).all()
+    rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    assert len(rows) == 2 and float(rows[-1]["loss"]) < float("inf")
 
 
 def test_lr_schedules_warm_up_then_follow_their_shape():

@@ -1,7 +1,8 @@
 """Resolve the configured dataset into splits: an image root plus a COCO dict (GT if any).
 
-Five kinds, one interface: `sample`, `coins` and `photos` (generated on first use), `coco`
-(images + instances JSON per split), `folder` (a bare folder of images, no annotations).
+Six kinds, one interface: `sample`, `coins`, `pasted` and `photos` (generated on first
+use), `coco` (images + instances JSON per split), `folder` (a bare folder of images, no
+annotations).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import coins as coins_data
+from pipeline.data import pasted as pasted_data
 from pipeline.data import photos as photos_data
 from pipeline.data import sample as sample_data
 from pipeline.data.coco import load_coco
@@ -33,7 +35,7 @@ class Split:
         return self.coco["images"]
 
 
-GENERATED = ("sample", "coins", "photos")  # dataset kinds the project writes on first use
+GENERATED = ("sample", "coins", "photos", "pasted")  # dataset kinds the project writes on first use
 
 
 def ensure_generated(cfg) -> None:
@@ -51,6 +53,12 @@ def ensure_generated(cfg) -> None:
         return
     g = cfg.generate
     missing = {s: int(g.num[s]) for s in missing}
+    if cfg.kind == "pasted":
+        log.info("writing the pasted-coins dev set under %s", cfg.root)
+        pasted_data.generate(cfg.root, seed=int(g.seed), splits=missing, size=int(g.size),
+                             objects=tuple(g.objects), diameter=tuple(g.diameter),
+                             min_visible_area=int(g.min_visible_area))
+        return
     if missing:
         log.info("generating the embedded sample dataset under %s", cfg.root)
         sample_data.generate(cfg.root, seed=int(g.seed), splits=missing, size=int(g.size),
