@@ -221,7 +221,7 @@ RULES = {
                              "freemask.maskcut.max_area_frac", "freemask.maskcut.min_score",
                              "freemask.maskcut.tau", "pretrain.dense_weight",
                              "pretrain.momentum", "*.focal_alpha", "*.pairwise_threshold",
-                             "solo.train.copy_paste")},
+                             "solo.train.copy_paste", "report.warn.*")},
     **{k: POSITIVE for k in ("*.guided_eps", "freemask.maskcut.colour_sigma",
                              "freemask.maskcut.eps", "freemask.maskcut.position_sigma",
                              "*.nms_sigma", "pretrain.temperature", "solo.loss.pairwise_theta",
@@ -231,7 +231,7 @@ RULES = {
                            "*.grad_clip", "*.weight_decay", "solo.embedding.weight",
                            "solo.loss.cate", "solo.loss.dice", "solo.loss.pairwise",
                            "solo.loss.proj_max", "solo.loss.proj_mean", "*.focal_gamma",
-                           "sparseinst.loss.*")},
+                           "sparseinst.loss.*", "maskrcnn.transfiner.loss.*")},
 }
 # null means something for these (hardware.amp's value, no extra branch); other settings
 # may not be null

@@ -100,7 +100,7 @@ def test_a_job_is_reported_by_its_last_attempt(tmp_path, sample_cfg):
                                        "attempt 1 not shown"
     assert all(rows[r]["mask_AP"] == "" for r in ("old_failed", "refused", "killed"))
     assert rows["rerun_ok"]["status"] == "ok" and rows["rerun_ok"]["attempt"] == "2"
-    assert "| 43.0 | 63.0 | 48.0 |" in (out / "comparison.md").read_text()
+    assert "| 43.0 | 63.0 | - | - | 48.0 |" in (out / "comparison.md").read_text()
     assert "ok (attempt 2)" in (out / "comparison.md").read_text()
 
 
