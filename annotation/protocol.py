@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import quoteattr
 
-# ids of points placed for a box: b<box>p<point> (pre-annotation) or <box id>_p<point> (the
-# assistant's points for a box the annotator drew)
-_PRE = re.compile(r"^(b\d+)p\d+$|^(.+)_p\d+$")
+# ids of points placed for a box: b<box>p<point> (pre-annotation), b<box>_p<point> (the
+# assistant's pre-annotation) or <drawn box id>_a_p<point> (the assistant's points for a box
+# the annotator drew, re-issued as <drawn box id>_a). Only these shapes: Label Studio's own
+# ids (10 random characters of [A-Za-z0-9_-]) may end in _p<digits> by chance, and a
+# hand-drawn point read as a deleted box's point would be dropped
+ASSISTED = "_a"          # suffix of a drawn box re-issued by the assistant
+_PRE = re.compile(r"^(b\d+)_?p\d+$|^(.+" + ASSISTED + r")_p\d+$")
 
 BOX, POINT, IMAGE, MASK = "box", "point", "image", "mask"
 MODEL_MASK = "model mask"  # the brush label of the model's (read-only) mask overlay
