@@ -188,7 +188,8 @@ def sync(client, project: int, work_dir: Path, images: dict[int, dict], categori
                     points_per_box, out_json)
     return dict(counts, images=len(coco["images"]), instances=len(coco["annotations"]),
                 warnings=len(warnings), dropped_points=dropped, fewer_points=fewer,
-                skipped=skipped, annotated=sum(1 for r in rows if r.get("annotations")),
+                skipped=skipped, annotated=sum(1 for r in rows if r.get("annotations")
+                                                and not r.get("skipped")),
                 annotators=len({r["annotator"] for r in rows
                                 if r.get("annotations") and not r.get("skipped")}))
 
