@@ -172,5 +172,7 @@ def run(cfg) -> dict:
              f"label and the Auto-Detect tool (M), draw a box: its points come back\n"
              if assistant else "")
           + f"log in as {a.username}; password: ${a.password_env} if set, else the file "
-          f"{ls_server.password_file(a.data_dir)}\n")
+          f"{ls_server.password_file(a.data_dir)}\n"
+          f"annotators: one account each, through the invite link "
+          f"(`python -m annotation.team invite`; docs/annotators.md)\n")
     return dict(res, project=pid, url=url, assistant=assistant)
