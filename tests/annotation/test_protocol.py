@@ -43,7 +43,7 @@ def test_layout_points_above_boxes_labels_above_image_mnemonic_keys():
 
 
 def test_task_lists_every_point_before_every_box_with_one_point_size():
-    from annotation.protocol import POINT_PX
+    from annotation.protocol import point_width
     from annotation.tasks import make_task
     info = {"id": 3, "width": 200, "height": 100, "file_name": "a.png"}
     anns = [{"bbox": [10, 10, 50, 40], "category_id": 1},
@@ -52,7 +52,7 @@ def test_task_lists_every_point_before_every_box_with_one_point_size():
     kinds = [r["type"] for r in res]
     assert kinds == ["keypointlabels"] * 8 + ["rectanglelabels"] * 2
     assert {r["value"]["width"] for r in res if r["type"] == "keypointlabels"} == \
-        {100 * POINT_PX / 200}
+        {point_width(200, 100)}
 
 
 def test_box_with_fewer_points_is_kept_and_flagged_and_deleted_box_points_dropped():
