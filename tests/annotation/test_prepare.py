@@ -48,6 +48,7 @@ def test_pseudo_label_stages_run_only_when_their_files_are_missing(overrides, ti
     assert needed_files([*overrides, "annotation.source=gt"]) == files[1:]
 
 
+@pytest.mark.e2e
 def test_the_assistant_is_trained_once_on_the_pseudo_labels_and_a_point_model_wins(
         overrides, tiny_sample, tmp_path):
     work = tmp_path / "outputs" / "cpu_sample"
