@@ -17,9 +17,11 @@ SWEEP := $(PY) -m pipeline -m $(DATA_ARGS) $(ARGS)
 .PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-more compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs results
 
-# Label Studio: a local default token unless you set your own in the environment
-export LABEL_STUDIO_API_TOKEN ?= weakseg-local-$(shell id -u)-token
+# Label Studio: the API token is $LABEL_STUDIO_API_TOKEN if you set one, else a random one
+# made once and kept owner-only in $(LS_DATA)/api_token.txt. LS_BIND=0.0.0.0 serves a team.
 LS_DATA := outputs/label-studio
+LS_BIND ?= 127.0.0.1
+LS_STAMP := .venv-ls/.stamp-label-studio-1.23.2
 
 venv: $(STAMP)
 
@@ -101,13 +103,20 @@ compare-seeds: pseudo-labels
 
 # Point annotation: start Label Studio if needed, create/update the project from the
 # pseudo-labels, print its URL; then pull the annotators' points into COCO.
-label-studio: $(STAMP)
-	$(PY) -m annotation.server start $(LS_DATA) 8080 data
+label-studio: $(STAMP) $(LS_STAMP)
+	$(PY) -m annotation.server start $(LS_DATA) 8080 data $(LS_BIND)
 
 label-studio-stop: $(STAMP)
 	$(PY) -m annotation.server stop $(LS_DATA)
 
-annotate: pseudo-labels
+# Runs `make pseudo-labels` only when a file it makes is missing (after changing the images,
+# run it yourself), trains the labelling assistant on the pseudo-labels when no point model
+# exists (once: reused while the pseudo-labels stay the same), then starts everything.
+annotate: $(STAMP) $(LS_STAMP)
+	@$(PY) -m annotation.prepare check $(ARGS); rc=$$?; \
+		if [ $$rc = 1 ]; then $(MAKE) --no-print-directory pseudo-labels; \
+		elif [ $$rc != 0 ]; then exit $$rc; fi
+	$(PY) -m annotation.prepare assistant $(ARGS)
 	$(RUN) stage=annotate
 
 annotate-sync: $(STAMP)
@@ -122,12 +131,13 @@ browser:
 		"'sudo apt-get install chromium chromium-driver' once, then make test again" >&2; exit 1; }
 
 # The Label Studio server's own venv (tests start servers from it)
-.venv-ls/.stamp-label-studio-1.23.2:
+$(LS_STAMP):
+	@echo "installing label-studio 1.23.2 into .venv-ls (once, about 2 minutes)"
 	$(PYTHON) -m venv .venv-ls
-	.venv-ls/bin/pip install --quiet label-studio==1.23.2
+	.venv-ls/bin/pip install --progress-bar on label-studio==1.23.2
 	touch $@
 
-test: $(STAMP) browser .venv-ls/.stamp-label-studio-1.23.2
+test: $(STAMP) browser $(LS_STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -153,7 +163,7 @@ bench-scale: $(STAMP)
 
 # A simulated annotation run in the real Label Studio UI (scripted browser, ground truth as
 # the annotator): before (SOLO pseudo-labels) / after (free masks >= 0.7), on 8 tasks
-bench-annotation: pseudo-labels browser .venv-ls/.stamp-label-studio-1.23.2
+bench-annotation: pseudo-labels browser $(LS_STAMP)
 	$(PY) bench/annotation_session.py --plan-only --split val
 	$(PY) bench/annotation_session.py --tasks 8
 

@@ -26,6 +26,7 @@ def connect(url: str, token: str, timeout: float = 60.0):
         code = getattr(e, "status_code", None)
         if code in (401, 403):
             raise UserError(f"Label Studio at {url} refused the API token (HTTP {code}); set "
-                            f"LABEL_STUDIO_API_TOKEN to the token of your account") from None
+                            f"LABEL_STUDIO_API_TOKEN to the token of your account (a server "
+                            f"keeps the token it was first started with)") from None
         raise
     return client

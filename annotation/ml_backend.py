@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from annotation.assist import Assistant, box_regions, box_window, drawn_boxes
-from annotation.protocol import MASK
+from annotation.protocol import ASSISTED, MASK
 from pipeline.data.images import ImageReadError, read_rgb
 from pipeline.errors import UserError
 
@@ -99,7 +99,7 @@ class Backend:
                 # the box comes back too (found in the browser test), under a new id: kept
                 # under the drawn one it stayed above its points and took their clicks
                 # (found in the simulated annotation run); listed after them it lies below
-                regions += box_regions(prob, box, self.points, f"{rid}_a", label,
+                regions += box_regions(prob, box, self.points, f"{rid}{ASSISTED}", label,
                                        with_box=True, with_mask=with_mask)
                 certainty.append(box_certainty(prob, box))
         else:

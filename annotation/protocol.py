@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import quoteattr
 
-# ids of points placed for a box: b<box>p<point> (pre-annotation) or <box id>_p<point> (the
-# assistant's points for a box the annotator drew)
-_PRE = re.compile(r"^(b\d+)p\d+$|^(.+)_p\d+$")
+# ids of points placed for a box: b<box>p<point> (pre-annotation), b<box>_p<point> (the
+# assistant's pre-annotation) or <drawn box id>_a_p<point> (the assistant's points for a box
+# the annotator drew, re-issued as <drawn box id>_a). Only these shapes: Label Studio's own
+# ids (10 random characters of [A-Za-z0-9_-]) may end in _p<digits> by chance, and a
+# hand-drawn point read as a deleted box's point would be dropped
+ASSISTED = "_a"          # suffix of a drawn box re-issued by the assistant
+_PRE = re.compile(r"^(b\d+)_?p\d+$|^(.+" + ASSISTED + r")_p\d+$")
 
 BOX, POINT, IMAGE, MASK = "box", "point", "image", "mask"
 MODEL_MASK = "model mask"  # the brush label of the model's (read-only) mask overlay
@@ -21,7 +25,23 @@ OBJECT, BACKGROUND = "object", "background"
 # Okabe-Ito blue / orange: told apart with every common colour-vision deficiency, and
 # neither vanishes on green or red objects (the old green / red did both)
 OBJECT_COLOUR, BACKGROUND_COLOUR = "#0072B2", "#E69F00"
-POINT_PX = 3  # one point size, in image pixels, for pre-placed and new points alike
+# The editor on a laptop screen, 1366 x 768, Label Studio 1.23.2 (measured, a task opened from
+# the data list, the tighter of its two views): the image starts 308 px down (menus,
+# instructions, labels) and the bottom bar at ~715 px. Label Studio's default image height,
+# calc(100vh - 194px), hid 29% of a square image under that bar; 100vh - 380px is 388 px there
+IMAGE_MAX_HEIGHT = "calc(100vh - 380px)"
+EDITOR_PX = (700, 388)    # the most an image is drawn at there: width (assumed), height
+# One point size: a point drawn by hand is `strokeWidth` screen pixels wide (Label Studio sizes
+# it by the control's strokeWidth at the current zoom), so a pre-placed one is made that wide
+# at the reference screen; at 3 image pixels they were 1.875% against 0.52% of the image width
+POINT_SCREEN_PX = 6
+
+
+def point_width(width: float, height: float) -> float:
+    """A pre-placed point's width in percent of the image width: POINT_SCREEN_PX on the
+    reference screen, the size of a point drawn by hand there."""
+    shown = min(EDITOR_PX[1] * width / height, EDITOR_PX[0])
+    return 100 * POINT_SCREEN_PX / shown
 HOTKEYS = {"box": "b", OBJECT: "o", BACKGROUND: "x"}
 
 
@@ -40,14 +60,14 @@ def labeling_config(category_names: list[str] = ("object",),
         + "/>" for i, n in enumerate(names))
     return f"""<View>
   <Header value="Each object: one box and its points. Select a point, then o = object, x = background; Ctrl+click inside a box adds a point; Backspace deletes the selected region."/>
-  <KeyPointLabels name="{POINT}" toName="{IMAGE}" smart="false" strokeWidth="{POINT_PX}" opacity="1">
+  <KeyPointLabels name="{POINT}" toName="{IMAGE}" smart="false" strokeWidth="{POINT_SCREEN_PX}" opacity="1">
     <Label value="{OBJECT}" hotkey="{HOTKEYS[OBJECT]}" background="{OBJECT_COLOUR}"/>
     <Label value="{BACKGROUND}" hotkey="{HOTKEYS[BACKGROUND]}" background="{BACKGROUND_COLOUR}"/>
   </KeyPointLabels>
   <RectangleLabels name="{BOX}" toName="{IMAGE}" smart="true">
 {labels}
   </RectangleLabels>
-{brush}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true"/>
+{brush}  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true" maxHeight="{IMAGE_MAX_HEIGHT}"/>
 </View>"""
 
 
@@ -65,9 +85,12 @@ def instructions(points_per_box: int) -> str:
 inside it. Pre-placed boxes and points come from the model: fix them, do not redraw them.</li>
 <li>Select a point, then press <b>o</b> if it lies on the box's object, <b>x</b> if on
 background (anything else, including another object). Drag a point to move it.</li>
-<li>To add a point inside a box, hold <b>Ctrl</b> while clicking (a plain click selects the
-box). A point belongs to the box it was pre-placed for, or else to the smallest box
-around it; a point in no box is ignored.</li>
+<li>To add a point inside a box, press its label (<b>o</b> / <b>x</b>), then hold <b>Ctrl</b>
+while clicking (a plain click selects the box). To add several with one label, turn on
+<i>Keep label selected after creating a region</i> in the settings (gear icon) once. A point
+you added cannot be selected again by a click: choose its label first. A point belongs to
+the box it was pre-placed for, or else to the smallest box around it; a point in no box is
+ignored.</li>
 <li>A wrong box: select it and press <b>Backspace</b>; its points are dropped with it,
 never given to another box.</li>
 <li>A missed object: draw its box and add {points_per_box} points (fewer are kept, and
@@ -101,7 +124,7 @@ def point_result(x, y, width, height, is_object: bool, rid: str) -> dict:
     return {"id": rid, "type": "keypointlabels", "from_name": POINT, "to_name": IMAGE,
             "original_width": width, "original_height": height, "image_rotation": 0,
             "value": {"x": 100 * x / width, "y": 100 * y / height,
-                      "width": 100 * POINT_PX / width,
+                      "width": point_width(width, height),
                       "keypointlabels": [OBJECT if is_object else BACKGROUND]}}
 
 

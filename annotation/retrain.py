@@ -60,13 +60,19 @@ def repredict(cfg, backend) -> int:
 
 def retrain(overrides: list[str]) -> dict:
     from annotation.ml_backend import Backend, serving_dir
+    from annotation.prepare import assistant_dir
     from pipeline.__main__ import run_stage
+    from pipeline.errors import UserError
     base = [o for o in overrides if not o.startswith(("stage=", "run_name="))]
     sync = compose_stage(base, "stage=annotate_sync", "run_name=annotate_sync")
     synced = run_stage(sync)
     s = sync.annotation.assistant
-    served = serving_dir(s.run_dir)
-    name = f"{Path(s.run_dir).name}_retrain/{time.strftime('%Y%m%d-%H%M%S')}"
+    home = assistant_dir(s)     # the folder the backend was started on (make annotate)
+    if home is None:
+        raise UserError(f"no labelling assistant to fine-tune: neither {s.run_dir} nor "
+                        f"{s.pseudo_label_run_dir} has a model.pt; run `make annotate`")
+    served = serving_dir(home)
+    name = f"{home.name}_retrain/{time.strftime('%Y%m%d-%H%M%S')}"
     train = compose_stage(
         base, "stage=maskrcnn", "supervision=points",
         f"supervision.annotations={Path(sync.run_dir) / 'points.json'}", f"run_name={name}",
@@ -77,8 +83,8 @@ def retrain(overrides: list[str]) -> dict:
     log.info("fine-tuning %s on the points of %d image(s) -> %s", served, synced["images"],
              train.run_dir)
     run_stage(train)
-    publish(s.run_dir, train.run_dir)
-    backend = Backend(s.run_dir, sync.annotation.document_root,
+    publish(home, train.run_dir)
+    backend = Backend(home, sync.annotation.document_root,
                       int(sync.annotation.points_per_box), float(s.score_threshold),
                       sync.hardware.device)
     n = repredict(sync, backend)

@@ -1,8 +1,10 @@
 """Start and stop a local Label Studio server (its own venv, process group, sqlite data dir)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -44,12 +46,14 @@ def ensure_server_venv(venv: Path = ROOT / ".venv-ls") -> Path:
     if exe.is_file() and stamp.is_file():
         return exe
     py = "python3.11"
+    print(f"installing label-studio=={LS_VERSION} into {venv} (once; about 2 minutes, "
+          f"pip's progress follows)", flush=True)
     subprocess.run([py, "-m", "venv", str(venv)], check=True)
-    r = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                        f"label-studio=={LS_VERSION}"], capture_output=True, text=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "--progress-bar", "on",
+                        f"label-studio=={LS_VERSION}"])   # its output to the terminal
     if r.returncode != 0:
-        raise UserError(f"could not install label-studio=={LS_VERSION} into {venv}: "
-                        f"{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        raise UserError(f"could not install label-studio=={LS_VERSION} into {venv} (pip exit "
+                        f"code {r.returncode}: its reason is printed above)")
     stamp.touch()
     return exe
 
@@ -90,13 +94,52 @@ def health(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+# The token the Makefile used to set for everyone (`weakseg-local-<uid>-token`): predictable
+DEFAULT_TOKEN = re.compile(r"^weakseg-local-\d+-token$")
+MIN_TOKEN_CHARS = 20
+
+
+def loopback(address: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(bind: str, token: str) -> None:
+    """Refuse to serve beyond this machine while the API token is guessable: the admin's
+    token opens every project, image and annotation through the API."""
+    if loopback(bind):
+        return
+    if DEFAULT_TOKEN.match(token) or len(token) < MIN_TOKEN_CHARS:
+        raise UserError(f"annotation.bind={bind} serves Label Studio to other machines, but "
+                        f"the API token is a predictable default or shorter than "
+                        f"{MIN_TOKEN_CHARS} characters; unset LABEL_STUDIO_API_TOKEN (a random "
+                        f"one is made once and kept in {TOKEN_FILE} in the server's data "
+                        f"folder) or set it to {MIN_TOKEN_CHARS}+ random characters")
+
+
+def local_url(bind: str, port: int) -> str:
+    """Where this machine reaches a server bound to `bind` (0.0.0.0 / :: : via loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def start(data_dir, port: int, token: str, username: str, password: str,
-          document_root, venv: Path = ROOT / ".venv-ls", wait_s: float = 120.0) -> Server:
-    """Start Label Studio on 127.0.0.1:port; return once /health answers.
+          document_root, venv: Path = ROOT / ".venv-ls", wait_s: float = 120.0,
+          bind: str = "127.0.0.1") -> Server:
+    """Start Label Studio listening on bind:port; return once /health answers.
 
     The admin user and a fixed API token come from the arguments (never logged); local-file
-    serving is confined to `document_root`; analytics and update checks are off.
+    serving is confined to `document_root`; analytics and update checks are off; sign-up
+    only through the invite link. `bind` is the address the web server listens on
+    (Label Studio's --internal-host, which is 0.0.0.0 unless given: every interface);
+    a non-loopback address is refused while the token is a guessable one (check_bind).
     """
+    check_bind(bind, token)
     exe = ensure_server_venv(venv)
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,9 +157,10 @@ def start(data_dir, port: int, token: str, username: str, password: str,
                USER_ADDITIONAL_BANNED_SUBNETS=",".join(BANNED_SUBNETS))
     env.pop("DJANGO_SETTINGS_MODULE", None)
     log = data_dir / "server.log"
-    url = f"http://127.0.0.1:{port}"
+    url = local_url(bind, port)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port),
+        # no --host: Label Studio's URLs stay relative to whatever address reached it
+        proc = subprocess.Popen([str(exe), "start", "--internal-host", bind, "--port", str(port),
                                  "--no-browser", "--data-dir", str(data_dir)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # own process group: stop by PID
@@ -134,22 +178,44 @@ def start(data_dir, port: int, token: str, username: str, password: str,
     raise UserError(f"Label Studio did not answer {url}/health within {wait_s:.0f} s; see {log}")
 
 
+TOKEN_FILE = "api_token.txt"
+
+
 def password_file(data_dir) -> Path:
     return Path(data_dir) / "admin_password.txt"
+
+
+def token_file(data_dir) -> Path:
+    return Path(data_dir) / TOKEN_FILE
+
+
+def kept_secret(f: Path, make) -> str:
+    """A secret made once by `make()` and kept owner-only (0600) in file f; an existing file
+    readable by others is refused (it may have been read)."""
+    if f.is_file():
+        if f.stat().st_mode & 0o077:
+            raise UserError(f"{f} is readable by other users; `chmod 600 {f}` (and, if others "
+                            f"may have read it, delete it to make a new one)")
+        return f.read_text().strip()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    return value
 
 
 def admin_password(data_dir) -> str:
     """The local admin's password: random, made once, kept owner-only in the server's data
     folder (never derived from the API token, which scripts pass around)."""
-    f = password_file(data_dir)
-    if f.is_file():
-        return f.read_text().strip()
-    f.parent.mkdir(parents=True, exist_ok=True)
-    pw = secrets.token_urlsafe(18)
-    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(pw + "\n")
-    return pw
+    return kept_secret(password_file(data_dir), lambda: secrets.token_urlsafe(18))
+
+
+def api_token(data_dir, env: str = "LABEL_STUDIO_API_TOKEN") -> str:
+    """The admin's API token: $LABEL_STUDIO_API_TOKEN when set, else a random one made once
+    and kept owner-only beside the admin password. (Label Studio takes it at the server's
+    first start, when it creates the admin; a server made with another token keeps that.)"""
+    return os.environ.get(env) or kept_secret(token_file(data_dir), lambda: secrets.token_hex(20))
 
 
 def running(data_dir) -> Server | None:
@@ -164,18 +230,16 @@ def running(data_dir) -> Server | None:
 
 
 def main(argv: list[str]) -> int:
-    """python -m annotation.server start <data_dir> <port> <document_root> | stop <data_dir>"""
-    if len(argv) == 4 and argv[0] == "start":
+    """python -m annotation.server start <data_dir> <port> <document_root> [bind address]
+    | stop <data_dir>"""
+    if len(argv) in (4, 5) and argv[0] == "start":
         if running(argv[1]):
             print(f"Label Studio already running: {running(argv[1]).url}")
             return 0
-        tok = os.environ.get("LABEL_STUDIO_API_TOKEN")
-        if not tok:
-            print("error: set LABEL_STUDIO_API_TOKEN", file=sys.stderr)
-            return 2
         t0 = time.time()
-        s = start(argv[1], int(argv[2]), tok, "admin@weakseg.local",
-                  os.environ.get("LABEL_STUDIO_PASSWORD") or admin_password(argv[1]), argv[3])
+        s = start(argv[1], int(argv[2]), api_token(argv[1]), "admin@weakseg.local",
+                  os.environ.get("LABEL_STUDIO_PASSWORD") or admin_password(argv[1]), argv[3],
+                  bind=argv[4] if len(argv) == 5 else "127.0.0.1")
         print(f"Label Studio at {s.url} (pid {s.pid}, up in {time.time() - t0:.0f} s); "
               f"log in as admin@weakseg.local, password: $LABEL_STUDIO_PASSWORD if set, "
               f"else the file {password_file(argv[1])}")

@@ -22,6 +22,7 @@ def point_agreement(points: dict, source: dict, min_iou: float = 0.5) -> dict:
                                      "annotations": [a for a in source["annotations"]
                                                      if a["image_id"] in sizes]})
     n = correct = instances = matched = 0
+    images = set()
     for a in points["annotations"]:
         labels = np.asarray(a.get("point_labels") or [], np.int64)
         keep = labels >= 0                       # -1: ignored (PointSup)
@@ -39,10 +40,11 @@ def point_agreement(points: dict, source: dict, min_iou: float = 0.5) -> dict:
                 values = mask_values_at(cands[best]["segmentation"], h, w, xy[:, 0], xy[:, 1])
                 matched += 1
         instances += 1
+        images.add(a["image_id"])
         n += len(labels)
         correct += int((values == labels).sum())
     return {"points": n, "correct": correct, "accuracy": correct / n if n else None,
-            "instances": instances, "matched": matched}
+            "instances": instances, "matched": matched, "images": len(images)}
 
 
 def rank_sources(points: dict, sources: dict[str, dict], min_iou: float = 0.5) -> list[dict]:
@@ -50,3 +52,22 @@ def rank_sources(points: dict, sources: dict[str, dict], min_iou: float = 0.5) -
     rows = [dict(point_agreement(points, coco, min_iou), source=name)
             for name, coco in sources.items()]
     return sorted(rows, key=lambda r: -1.0 if r["accuracy"] is None else -r["accuracy"])
+
+
+def choose_best(rows: list[dict], min_points: int = 200, min_images: int = 5
+                ) -> tuple[dict | None, str]:
+    """The source to pre-annotate from (rows ranked by rank_sources), or None and why not:
+    too few points or images to tell sources apart (23 points on one image say little of
+    the next hundred images), or a tie (two sources labelling as many points right)."""
+    scored = [r for r in rows if r["accuracy"] is not None]
+    if not scored:
+        return None, "no source has a synced point to be judged by"
+    top = scored[0]
+    if top["points"] < min_points or top["images"] < min_images:
+        return None, (f"{top['points']} points on {top['images']} image(s) so far; at least "
+                      f"{min_points} points on {min_images} images are needed "
+                      f"(annotation.best_min_points, annotation.best_min_images)")
+    ties = [r["source"] for r in scored[1:] if r["correct"] == top["correct"]]
+    if ties:
+        return None, f"{top['source']} ties with {', '.join(ties)} ({top['accuracy']:.1%})"
+    return top, ""

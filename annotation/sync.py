@@ -76,16 +76,51 @@ def pull(client, project: int, raw_dir: Path) -> dict:
         if f.is_file():
             f.rename(raw_dir / f"deleted_task_{k}.json")
     write_json(state_f, state)
+    try:   # who is who: annotations name their author by account id only
+        from annotation.team import members
+        write_json(raw_dir / USERS, {str(k): v for k, v in members(client).items()})
+    except Exception as e:  # an account that may not list users: ids stay as they are
+        log.warning("could not list Label Studio accounts (%s); annotators kept as ids",
+                    describe(e))
     return {"changed": changed, "deleted": len(gone), "tasks": len(seen)}
+
+
+USERS = "_users.json"
+
+
+def annotator(a: dict, users: dict[str, str]) -> dict:
+    """The author of an exported annotation: {"id", "email"} (email None when unknown)."""
+    who = a.get("completed_by")
+    if isinstance(who, dict):
+        return {"id": who.get("id"), "email": who.get("email")}
+    return {"id": who, "email": users.get(str(who))}
+
+
+def task_row(task: dict, users: dict[str, str]) -> dict:
+    """What one task's export says of the work on it: who, how long, skipped or not."""
+    anns = task.get("annotations") or []
+    latest = max(anns, key=lambda a: str(a.get("updated_at") or a.get("created_at")),
+                 default=None)
+    data = task.get("data") or {}
+    row = {"task": task.get("id"), "image_id": data.get("weakseg_image_id"),
+           "file_name": data.get("file_name"), "annotations": len(anns)}
+    if latest is not None:
+        who = annotator(latest, users)
+        row.update(annotator=who["id"], annotator_email=who["email"],
+                   lead_time=latest.get("lead_time"), skipped=bool(latest.get("was_cancelled")),
+                   updated_at=latest.get("updated_at") or latest.get("created_at"))
+    return row
 
 
 def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
             image_root: Path, points_per_box: int = 0) -> tuple[dict, list[str]]:
-    """Raw task exports -> COCO with point_coords/point_labels (+ lead_time per instance);
-    instances with fewer than `points_per_box` points carry `"fewer_points": true`."""
+    """Raw task exports -> COCO with point_coords/point_labels (+ lead_time per instance,
+    its task and its annotator's email, or account id when unknown); instances with fewer
+    than `points_per_box` points carry `"fewer_points": true`."""
     cat_ids = {c["name"]: c["id"] for c in categories}
     out_images, anns, warnings = {}, [], []
     root = image_root.resolve()
+    users = read_json(raw_dir / USERS) if (raw_dir / USERS).is_file() else {}
     for f in sorted(raw_dir.glob("task_*.json"), key=lambda p: int(p.stem.split("_")[1])):
         task = read_json(f)
         data = task.get("data", {})
@@ -115,8 +150,11 @@ def convert(raw_dir: Path, images: dict[int, dict], categories: list[dict],
                                           info["height"], cat_ids, points_per_box)
         warnings += [f"{f.name}: {w}" for w in warn]
         lead = latest.get("lead_time")
+        who = annotator(latest, users)
         for a in inst:
             a["image_id"] = info["id"]
+            a["task"] = task.get("id")
+            a["annotator"] = who["email"] or who["id"]   # who placed these points
             if lead and inst:
                 a["lead_time"] = float(lead) / len(inst)  # seconds per instance
             anns.append(a)
@@ -136,6 +174,12 @@ def sync(client, project: int, work_dir: Path, images: dict[int, dict], categori
     if not coco["annotations"] and not counts["tasks"]:
         raise UserError(f"project {project} has no tasks; run `make annotate` first")
     save_coco(out_json, coco)
+    rows = work_log(raw_dir)
+    write_json(out_json.with_name(TASKS), rows, indent=1)   # beside points.json
+    skipped = sum(bool(r.get("skipped")) for r in rows)
+    if skipped:
+        log.warning("%d task(s) skipped by their annotator (not in %s): %s", skipped,
+                    out_json.name, ", ".join(str(r["task"]) for r in rows if r.get("skipped")))
     dropped = sum("belonged to deleted box" in w for w in warnings)
     fewer = sum(bool(a.get("fewer_points")) for a in coco["annotations"])
     if dropped or fewer:
@@ -143,4 +187,18 @@ def sync(client, project: int, work_dir: Path, images: dict[int, dict], categori
                     "fewer than %d points kept and flagged fewer_points in %s", dropped, fewer,
                     points_per_box, out_json)
     return dict(counts, images=len(coco["images"]), instances=len(coco["annotations"]),
-                warnings=len(warnings), dropped_points=dropped, fewer_points=fewer)
+                warnings=len(warnings), dropped_points=dropped, fewer_points=fewer,
+                skipped=skipped, annotated=sum(1 for r in rows if r.get("annotations")
+                                                and not r.get("skipped")),
+                annotators=len({r["annotator"] for r in rows
+                                if r.get("annotations") and not r.get("skipped")}))
+
+
+TASKS = "tasks.json"   # one row per synced task: annotator, lead time, skipped
+
+
+def work_log(raw_dir: Path) -> list[dict]:
+    """task_row for every synced task (raw exports), in task order."""
+    users = read_json(raw_dir / USERS) if (raw_dir / USERS).is_file() else {}
+    return [task_row(read_json(f), users)
+            for f in sorted(raw_dir.glob("task_*.json"), key=lambda p: int(p.stem.split("_")[1]))]

@@ -16,6 +16,7 @@ from pathlib import Path
 from annotation import server as ls_server
 from annotation import tasks
 from annotation.client import connect
+from annotation.prepare import assistant_dir
 from pipeline.data.coco import load_coco, scored_at_least
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
@@ -25,11 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def token(a) -> str:
-    t = os.environ.get(a.token_env)
-    if not t:
-        raise UserError(f"set the Label Studio API token in the environment variable "
-                        f"{a.token_env} (make annotate sets a local default)")
-    return t
+    """$<annotation.token_env> when set, else the token made once and kept (0600) in the
+    server's data folder (annotation/server.py: api_token)."""
+    return ls_server.api_token(a.data_dir, a.token_env)
 
 
 def ensure_server(a) -> str:
@@ -40,7 +39,7 @@ def ensure_server(a) -> str:
         raise UserError(f"Label Studio is not running at {url}; run `make label-studio`")
     password = os.environ.get(a.password_env) or ls_server.admin_password(a.data_dir)
     s = ls_server.start(a.data_dir, int(a.port), token(a), a.username, password,
-                        a.document_root)
+                        a.document_root, bind=str(a.get("bind") or a.host))
     log.info("started Label Studio (pid %d) at %s; stop it with `make label-studio-stop`",
              s.pid, s.url)
     return s.url
@@ -75,14 +74,18 @@ def ensure_assistant(a, client, pid: int) -> str | None:
     """Start the ML backend (unless it answers already) and connect it to the project as an
     interactive backend. None, with a line saying why, when there is no trained model yet."""
     s = a.assistant
-    run_dir = Path(s.run_dir)
     if not s.enabled:
         return None
-    if not (run_dir / "model.pt").is_file():
-        log.warning("no assistant: %s has no model.pt (train one with `make maskrcnn`); "
-                    "annotating with pre-placed points only", run_dir)
+    run_dir = assistant_dir(s)   # the point model, else the one trained on the pseudo-labels
+    if run_dir is None:
+        log.warning("no assistant: neither %s nor %s has a model.pt (`make annotate` trains "
+                    "one on the pseudo-labels); annotating with pre-placed points only",
+                    s.run_dir, s.pseudo_label_run_dir)
         return None
-    url = f"http://{a.host}:{s.port}"
+    # Label Studio calls its ML backend from this machine: a loopback address, whatever
+    # address the team reaches the server by
+    host = str(a.host) if ls_server.loopback(str(a.host)) else "127.0.0.1"
+    url = f"http://{host}:{s.port}"
     serving = assistant_run_dir(url)
     if serving is not None and Path(serving).resolve() != run_dir.resolve():
         raise UserError(f"{url} already serves an assistant for {serving}, not {run_dir}; stop "
@@ -91,7 +94,7 @@ def ensure_assistant(a, client, pid: int) -> str | None:
         logfile = run_dir / "ml_backend" / "server.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "annotation.ml_backend", "--run-dir", str(run_dir),
-               "--document-root", str(a.document_root), "--host", str(a.host),
+               "--document-root", str(a.document_root), "--host", host,
                "--port", str(s.port), "--points", str(a.points_per_box),
                "--score-threshold", str(s.score_threshold)]
         command = retrain_command(s) if s.retrain_every and s.retrain_command else None
@@ -121,10 +124,11 @@ def best_source(sync_dir: Path) -> tuple[str, str]:
     if not f.is_file():
         raise UserError(f"annotation.source=best needs {f}; sync some annotated tasks first "
                         f"(`make annotate-sync`)")
-    rows = [r for r in read_json(f, "source scores") if r.get("accuracy") is not None]
+    rows = [r for r in read_json(f, "source scores") if r.get("best")]
     if not rows:
-        raise UserError(f"{f} scores no source (no synced points, or no source file found); "
-                        f"set annotation.source to a file")
+        raise UserError(f"{f} names no best source (too few synced points, a tie, or no "
+                        f"source file found: `make annotate-sync` said which); set "
+                        f"annotation.source to a file")
     return rows[0]["source"], rows[0]["file"]
 
 
@@ -168,5 +172,7 @@ def run(cfg) -> dict:
              f"label and the Auto-Detect tool (M), draw a box: its points come back\n"
              if assistant else "")
           + f"log in as {a.username}; password: ${a.password_env} if set, else the file "
-          f"{ls_server.password_file(a.data_dir)}\n")
+          f"{ls_server.password_file(a.data_dir)}\n"
+          f"annotators: one account each, through the invite link "
+          f"(`python -m annotation.team invite`; docs/annotators.md)\n")
     return dict(res, project=pid, url=url, assistant=assistant)

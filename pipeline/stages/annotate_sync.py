@@ -8,7 +8,7 @@ from pathlib import Path
 from annotation import sync as ls_sync
 from annotation import tasks
 from annotation.client import connect
-from annotation.source_scores import rank_sources
+from annotation.source_scores import choose_best, rank_sources
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
 from pipeline.io import write_json
@@ -25,13 +25,21 @@ def run(cfg) -> dict:
     out = Path(cfg.run_dir) / "points.json"
     res = ls_sync.sync(client, pid, Path(cfg.run_dir), images, coco["categories"],
                        split.image_root, out, int(a.points_per_box))
-    print(f"\n{res['instances']} instances with points on {res['images']} images -> {out}\n"
+    print(f"\n{count(res['instances'], 'instance')} with points on "
+          f"{count(res['images'], 'image')} -> {out}\n"
+          f"{count(res['annotated'], 'task')} of {res['tasks']} annotated by "
+          f"{count(res['annotators'], 'annotator')}; {count(res['skipped'], 'task')} skipped "
+          f"(not in points.json); who did what, how long: {out.with_name(ls_sync.TASKS)}\n"
           f"{res['dropped_points']} point(s) of deleted boxes dropped; {res['fewer_points']} "
           f"box(es) with fewer than {a.points_per_box} points flagged (fewer_points)\n"
           f"train on them: python -m pipeline stage=maskrcnn supervision=points "
           f"supervision.annotations={out}\n")
     res["sources"] = score_sources(a, load_coco(out), Path(cfg.run_dir))
     return res
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def score_sources(a, points: dict, run_dir: Path) -> list[dict]:
@@ -43,6 +51,10 @@ def score_sources(a, points: dict, run_dir: Path) -> list[dict]:
     rows = rank_sources(points, {n: load_coco(p, f"source {n!r}") for n, p in found.items()})
     for r in rows:
         r["file"] = str(found[r["source"]])
+    best, why = choose_best(rows, int(a.get("best_min_points", 200)),
+                            int(a.get("best_min_images", 5)))
+    if best is not None:
+        best["best"] = True
     write_json(run_dir / "source_scores.json", rows, indent=1)
     print("| pseudo-label source | points its masks label as the annotators did | instances "
           "with a mask |\n|---|---:|---:|")
@@ -51,7 +63,9 @@ def score_sources(a, points: dict, run_dir: Path) -> list[dict]:
         print(f"| {r['source']} | {acc} | {r['matched']} of {r['instances']} |")
     if missing:
         print(f"(not found, not scored: {', '.join(missing)})")
-    if rows and rows[0]["accuracy"] is not None:
-        print(f"\nbest: {rows[0]['source']}; pre-annotate the unlabelled tasks from it with "
+    if best is not None:
+        print(f"\nbest: {best['source']}; pre-annotate the unlabelled tasks from it with "
               f"`make annotate ARGS=annotation.source=best`\n")
+    elif rows:
+        print(f"\nno best source yet: {why}\n")
     return rows

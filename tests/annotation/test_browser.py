@@ -248,3 +248,130 @@ def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_pat
     vb = boxes[victim]
     assert not any(abs(a["bbox"][0] - vb[0]) < 1e-3 and abs(a["bbox"][1] - vb[1]) < 1e-3
                    for a in synced)
+
+
+def in_view(page, height: int) -> dict:
+    """Where the image and the first label are, and the top of the bottom bar (its Submit
+    button's top edge; the window's bottom when there is none)."""
+    img = page.locator("img[alt='image']").first.bounding_box()
+    label = page.locator(".lsf-label").first.bounding_box()
+    button = page.get_by_test_id("bottombar-submit-button")
+    bar = button.first.bounding_box()["y"] if button.count() else height
+    return {"image": img, "label": label, "bar": bar}
+
+
+def test_laptop_screen_whole_image_one_point_size_label_kept_new_points_selectable(
+        label_studio, tiny_sample, tmp_path):
+    """At 1366 x 768, in "Label All Tasks" and in a task opened from the data list: the whole
+    image lies above the bottom bar, its labels in view. With "Keep label selected after
+    creating a region" on (docs/annotators.md): `o` and three Ctrl+clicks in a box add three
+    object points, each as wide as the pre-placed ones. Whether, after `v` (the selection
+    tool), a click on one of them selects that point (`x` then relabels it) is checked last:
+    in Label Studio 1.23.2 it does not (an expected failure, so a fixed release shows)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    info = gt["images"][0]
+    w, h = info["width"], info["height"]
+    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    n = 3
+    pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
+    pts = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100) for r in pred
+           if r["type"] == "keypointlabels"}
+    boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                       (r["value"]["x"] + r["value"]["width"]) * w / 100,
+                       (r["value"]["y"] + r["value"]["height"]) * h / 100)
+             for r in pred if r["type"] == "rectanglelabels"}
+
+    def inside(b, x, y, m=0.0):
+        return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
+    spots = []   # three spots in one box, in no other box, 10 px from every point and spot
+    for k, b in sorted(boxes.items(), key=lambda kb: -(kb[1][2] - kb[1][0]) * (kb[1][3] - kb[1][1])):
+        spots = []
+        for y in np.arange(b[1], b[3], 2.0):
+            for x in np.arange(b[0], b[2], 2.0):
+                if inside(b, x, y, 3) and not any(inside(o, x, y, -3) for j, o in boxes.items()
+                                                  if j != k) \
+                        and all((x - a) ** 2 + (y - c) ** 2 > 100
+                                for a, c in [*pts.values(), *spots]) and len(spots) < 3:
+                    spots.append((x, y))
+        if len(spots) == 3:
+            break
+    assert len(spots) == 3, "no box of the tiny sample's first image has room for 3 points"
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"laptop-{secrets.token_hex(3)}",
+                                      sorted(names.values()), n)
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
+                      n_points=n)
+    tid = next(iter(client.tasks.list(project=pid))).id
+
+    W, H = 1366, 768
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": W, "height": H})
+        try:
+            login(page, label_studio.url, label_studio.username, label_studio.password)
+            # the setting an annotator turns on in the gear menu (Label Studio keeps it here)
+            page.evaluate("localStorage.setItem('labelStudio:settings', "
+                          "JSON.stringify({continuousLabeling: true}))")
+            page.goto(f"{label_studio.url}/projects/{pid}/data?labeling=1")   # Label All Tasks
+            page.locator("img[alt='image']").first.wait_for(state="visible", timeout=60000)
+            page.wait_for_timeout(1000)
+            views = {"label all tasks": in_view(page, H)}
+            open_task(page, label_studio.url, pid, tid)                        # from the list
+            page.wait_for_timeout(1000)
+            views["data list"] = in_view(page, H)
+            for view, v in views.items():
+                img, label = v["image"], v["label"]
+                assert img["y"] >= 0 and img["y"] + img["height"] <= v["bar"] + 1, (view, v)
+                assert img["x"] >= 0 and img["x"] + img["width"] <= W, (view, v)
+                assert 0 <= label["y"] and label["y"] + label["height"] <= H, (view, v)
+            bb = image_box(page)
+
+            def screen(x, y):
+                return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
+            page.keyboard.press("o")                      # the label, once
+            for s in spots:
+                page.keyboard.down("Control")
+                page.mouse.click(*screen(*s))
+                page.keyboard.up("Control")
+                page.wait_for_timeout(300)
+            page.keyboard.press("Escape")
+            page.keyboard.press("v")     # the selection tool: the point tool takes clicks
+            page.mouse.click(*screen(*spots[0]))          # a hand-added point: selected?
+            page.wait_for_timeout(300)
+            page.keyboard.press("x")
+            page.keyboard.press("Escape")
+            submit(page)
+            page.wait_for_timeout(1000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "laptop.png"))
+            print(f"screenshot: {tmp_path / 'laptop.png'}")
+            raise
+        finally:
+            browser.close()
+    raw = ls_sync.pull(client, pid, tmp_path / "raw")
+    assert raw["tasks"] == 1
+    export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())
+    result = export["annotations"][0]["result"]
+    new = [r for r in result if r["type"] == "keypointlabels" and r["id"] not in pts]
+    old = [r for r in result if r["type"] == "keypointlabels" and r["id"] in pts]
+    print({"origins": sorted({str(r.get("origin")) for r in new}), "views": views,
+           "new": [r["value"] for r in new], "old width": old[0]["value"]["width"]})
+    assert len(new) == 3, [r["value"] for r in new]           # the label stayed chosen
+    widths = {round(r["value"]["width"], 3) for r in old}
+    assert len(widths) == 1
+    for r in new:                                             # one point size
+        assert abs(r["value"]["width"] / old[0]["value"]["width"] - 1) < 0.2, \
+            (r["value"]["width"], old[0]["value"]["width"])
+    first = min(new, key=lambda r: (r["value"]["x"] * w / 100 - spots[0][0]) ** 2
+                + (r["value"]["y"] * h / 100 - spots[0][1]) ** 2)
+    assert all(r["value"]["keypointlabels"] == ["object"] for r in new if r is not first)
+    assert all(r.get("origin") == "manual" for r in new)     # what Label Studio records
+    if first["value"]["keypointlabels"] != ["background"]:   # the click selected the point?
+        pytest.xfail("Label Studio 1.23.2: a click (after `v`) on a point added by hand inside "
+                     "a box does not select that point (2 of 2 runs); docs/annotators.md says so")

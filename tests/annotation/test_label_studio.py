@@ -170,7 +170,8 @@ def test_sources_scored_by_synced_points_and_the_best_preannotates_the_rest(
     port = label_studio.url.rsplit(":", 1)[1]
     common = [f"annotation.port={port}", "annotation.points_per_box=6",
               "annotation.start_server=false", "annotation.assistant.enabled=false",
-              f"annotation.project=best-{secrets.token_hex(3)}"]
+              f"annotation.project=best-{secrets.token_hex(3)}",
+              "annotation.best_min_points=20", "annotation.best_min_images=3"]
     res = run_stage(sample_cfg("stage=annotate", *common, "annotation.source=gt",
                                run_name="annotate"))
     client = connect(label_studio.url, label_studio.token)

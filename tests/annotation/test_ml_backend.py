@@ -50,8 +50,8 @@ def test_points_stay_inside_the_box_and_clip_to_the_image():
 def test_assistant_points_belong_to_the_drawn_box_and_die_with_it():
     prob = disc(h=40, w=40)
     box = [8.0, 8.0, 32.0, 32.0]
-    regions = box_regions(prob, box, 6, "Xk3pq9", "object", with_box=False)
-    drawn = protocol.box_result([8, 8, 24, 24], 40, 40, "object", "Xk3pq9")
+    regions = box_regions(prob, box, 6, "Xk3pq9_a", "object", with_box=False)
+    drawn = protocol.box_result([8, 8, 24, 24], 40, 40, "object", "Xk3pq9_a")
     kinds = [r["type"] for r in regions]
     assert kinds == ["keypointlabels"] * 6 + ["brushlabels"]   # points first, mask last
     assert regions[-1]["readonly"] and regions[-1]["value"]["rle"]

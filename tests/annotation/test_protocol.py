@@ -43,7 +43,7 @@ def test_layout_points_above_boxes_labels_above_image_mnemonic_keys():
 
 
 def test_task_lists_every_point_before_every_box_with_one_point_size():
-    from annotation.protocol import POINT_PX
+    from annotation.protocol import point_width
     from annotation.tasks import make_task
     info = {"id": 3, "width": 200, "height": 100, "file_name": "a.png"}
     anns = [{"bbox": [10, 10, 50, 40], "category_id": 1},
@@ -52,7 +52,7 @@ def test_task_lists_every_point_before_every_box_with_one_point_size():
     kinds = [r["type"] for r in res]
     assert kinds == ["keypointlabels"] * 8 + ["rectanglelabels"] * 2
     assert {r["value"]["width"] for r in res if r["type"] == "keypointlabels"} == \
-        {100 * POINT_PX / 200}
+        {point_width(200, 100)}
 
 
 def test_box_with_fewer_points_is_kept_and_flagged_and_deleted_box_points_dropped():
@@ -73,3 +73,17 @@ def test_mask_overlay_adds_the_brush_control_only_when_asked():
     assert "<BrushLabels" not in labeling_config(["object"])
     cfg = labeling_config(["object"], mask_overlay=True)
     assert '<BrushLabels name="mask"' in cfg and cfg.index("<BrushLabels") < cfg.index("<Image")
+
+
+def test_a_hand_drawn_point_whose_id_ends_in_p_digits_is_not_a_deleted_boxs_point():
+    """Label Studio's own region ids are random [A-Za-z0-9_-]: one may end in `_p<digits>`.
+    Only ids the pipeline issues tie a point to a box (b<k>p<j>, b<k>_p<j>, <drawn>_a_p<j>)."""
+    from annotation.protocol import point_owner
+    w, h = 100, 100
+    res = [box_result([0, 0, 50, 50], w, h, "object", "kQ3z_x9Lm2"),
+           point_result(10, 10, w, h, True, "Zt8_qW_p12"),     # hand-drawn, unlucky id
+           point_result(20, 20, w, h, False, "aB-4_p7")]       # likewise
+    inst, warnings = results_to_instances(res, w, h, {"object": 1})
+    assert inst[0]["point_labels"] == [1, 0] and not warnings
+    assert point_owner("Zt8_qW_p12") is None and point_owner("b3p4") == "b3"
+    assert point_owner("b3_p4") == "b3" and point_owner("Xk3pq9_a_p2") == "Xk3pq9_a"

@@ -1,7 +1,7 @@
 """Pseudo-label sources ranked by how many of the annotators' points their masks get right."""
 import numpy as np
 
-from annotation.source_scores import point_agreement, rank_sources
+from annotation.source_scores import choose_best, point_agreement, rank_sources
 from pipeline.data.coco import make_coco, mask_to_annotation
 
 
@@ -26,7 +26,8 @@ def _source(x0, size, image_id=1):
 
 def test_agreement_counts_points_the_mask_labels_like_the_annotator():
     exact = point_agreement(_points(), _source(10, 10))
-    assert exact == {"points": 5, "correct": 5, "accuracy": 1.0, "instances": 1, "matched": 1}
+    assert exact == {"points": 5, "correct": 5, "accuracy": 1.0, "instances": 1, "matched": 1,
+                     "images": 1}
     spill = point_agreement(_points(), _source(8, 14))    # covers the background points too
     assert spill["correct"] == 3 and spill["matched"] == 1
     missing = point_agreement(_points(), _source(30, 8))  # no mask on this object
@@ -38,3 +39,14 @@ def test_sources_are_ranked_best_first():
                                     "none": make_coco([_image()], [])})
     assert [r["source"] for r in rows] == ["exact", "spill", "none"]
     assert rows[0]["accuracy"] == 1.0 and rows[-1]["accuracy"] == 0.4
+
+
+def test_no_best_source_from_too_few_points_or_a_tie():
+    rows = rank_sources(_points(), {"spill": _source(8, 14), "exact": _source(10, 10)})
+    best, why = choose_best(rows, min_points=200, min_images=5)
+    assert best is None and "5 points on 1 image(s)" in why
+    best, _ = choose_best(rows, min_points=5, min_images=1)
+    assert best["source"] == "exact"
+    tie = rank_sources(_points(), {"a": _source(10, 10), "b": _source(10, 10)})
+    best, why = choose_best(tie, min_points=5, min_images=1)
+    assert best is None and "ties with" in why
