@@ -14,7 +14,7 @@ RUN := $(PY) -m pipeline $(DATA_ARGS) $(ARGS)
 # Hydra sweeps: -m must come before every override, ARGS included
 SWEEP := $(PY) -m pipeline -m $(DATA_ARGS) $(ARGS)
 
-.PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst compare compare-more compare-seeds annotate annotate-sync label-studio \
+.PHONY: venv pseudo-labels real-photos free-masks maskrcnn sparseinst adamixer compare compare-more compare-seeds annotate annotate-sync label-studio \
 	label-studio-stop browser test test-fast bench bench-scale bench-annotation gpu-check clean-outputs results
 
 # Label Studio: the API token is $LABEL_STUDIO_API_TOKEN if you set one, else a random one
@@ -60,6 +60,11 @@ sparseinst: $(STAMP)
 	$(RUN) stage=student model=sparseinst supervision=full run_name=sparseinst_full
 	$(RUN) stage=student model=sparseinst supervision=points run_name=sparseinst_points
 
+# AdaMixer, the fast-converging query-based detector with a mask head, under full masks and points
+adamixer: $(STAMP)
+	$(RUN) stage=student model=adamixer supervision=full run_name=adamixer_full
+	$(RUN) stage=student model=adamixer supervision=points run_name=adamixer_points
+
 free-masks: $(STAMP)
 	$(RUN) stage=freemask
 
@@ -79,12 +84,14 @@ compare: pseudo-labels
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
-# More rows in the same table: points per instance (1, 3) and SparseInst, the NMS-free
-# student, on full masks and points.
+# More rows in the same table: points per instance (1, 3), SparseInst (the NMS-free
+# student) and AdaMixer (the query-based detector), on full masks and points.
 compare-more: compare
 	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=points supervision.agnostic=true \
 		supervision.points=1,3 || echo FAILED > .compare-failed
 	$(SWEEP) $(PARALLEL) stage=student model=sparseinst supervision=full,points \
+		supervision.agnostic=true || echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=student model=adamixer supervision=full,points \
 		supervision.agnostic=true || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi

@@ -1,4 +1,5 @@
-"""Benchmark: SparseInst against Mask R-CNN on the same images at the same input size.
+"""Benchmark: the students (SparseInst, AdaMixer) against Mask R-CNN on the same images at
+the same input size.
 
 Inference images/s (the whole path: resize, model, masks at image size, one image at a
 time) and training s/iteration (full masks), both models built from the same config and

@@ -1,8 +1,8 @@
 """The models a user deploys after labelling ("students"), behind one interface: build from
 the config, losses of a training batch, predictions for a batch of same-size images.
 
-`maskrcnn`: torchvision's Mask R-CNN with PointSup's point loss; `sparseinst`: SparseInst.
-Both read the same InstanceBank samples (masks or points) and give masks as probabilities
+`maskrcnn`: torchvision's Mask R-CNN with PointSup's point loss; `sparseinst`: SparseInst;
+`adamixer`: AdaMixer's query-based detector with a mask head on its boxes. All read the same InstanceBank samples (masks or points) and give masks as probabilities
 at the input size, so the stage, the comparison and the benchmarks treat them alike.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_batch
+from pipeline.models import adamixer as am
 from pipeline.models import sparseinst as si
 from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.free_mask import grey_guide
@@ -22,7 +23,7 @@ from pipeline.models.predictor import BatchPredictor
 from pipeline.models.transfiner.model import TransfinerMaskRCNN, TransfinerParams
 from pipeline.ops.guided_filter import guided_filter
 
-MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst"}
+MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst", "adamixer": "AdaMixer"}
 
 
 class MaskRCNNStudent:
@@ -112,7 +113,53 @@ class SparseInstStudent:
         return res
 
 
-STUDENTS = {"maskrcnn": MaskRCNNStudent, "sparseinst": SparseInstStudent}
+def _fields(cls, node) -> dict:
+    """The config node's values for a dataclass's fields (the others keep their defaults)."""
+    return {k: node[k] for k in cls.__dataclass_fields__ if k in node}
+
+
+class AdaMixerStudent:
+    """AdaMixer: N queries refined over 6 stages into boxes and classes, a mask head on the
+    final boxes; full masks or PointSup's point loss for the mask head, boxes either way."""
+
+    ARCH = ("num_queries", "dim", "feat_dim", "stages", "heads", "ffn_dim", "groups",
+            "in_points", "out_points", "level_tau", "xy_unit", "mask_channels", "mask_convs",
+            "roi_size")
+
+    def __init__(self, cfg, num_classes):
+        c = cfg.adamixer
+        self.cfg, self.mask_loss = cfg, cfg.supervision.mask_loss
+        self.model = am.AdaMixer(
+            build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
+            supervision="full" if self.mask_loss == "full" else "points",
+            loss_weights=am.AdaMixerLossWeights(**_fields(am.AdaMixerLossWeights, c.loss)))
+        self.params = am.InferenceParams(**_fields(am.InferenceParams, c.inference))
+
+    def optimizer(self, t, params):
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)  # as released
+
+    def losses(self, m, samples, device) -> dict:
+        images, _ = pad_batch(samples)
+        sizes = torch.tensor([list(s["image"].shape[1:]) for s in samples], device=device)
+        keys = ("labels", "boxes", "masks") if self.mask_loss == "full" else \
+            ("labels", "boxes", "points", "point_labels")
+        targets = [{k: s[k].to(device) for k in keys} for s in samples]
+        return m(normalize(images.to(device)), sizes, targets)
+
+    def predict(self, batch, shape, c):
+        hp, wp = [-(-d // 32) * 32 for d in shape]
+        x = F.pad(torch.stack(batch), (0, wp - shape[1], 0, hp - shape[0]))
+        sizes = torch.tensor([list(shape)] * len(batch), device=x.device)
+        out = self.model(normalize(x), sizes)
+        res = []
+        for i in range(len(batch)):
+            masks, scores, labels, boxes = self.model.predict(out, i, shape, self.params)
+            res.append((masks, scores, labels + 1, boxes))
+        return res
+
+
+STUDENTS = {"maskrcnn": MaskRCNNStudent, "sparseinst": SparseInstStudent,
+            "adamixer": AdaMixerStudent}
 
 
 class StudentPredictor(BatchPredictor):

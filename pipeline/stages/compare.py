@@ -187,8 +187,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for r in ok:
         x = r["annotation_hours"] or free_x
-        marker = {"none": "s"}.get(r["supervision"], "^" if r.get("model") == "sparseinst"
-                                                      else "o")
+        marker = {"none": "s"}.get(r["supervision"], {"sparseinst": "^", "adamixer": "D"}
+                                                      .get(r.get("model"), "o"))
         ax.scatter([x], [r["mask_AP"]], s=50, marker=marker, zorder=3)
         if r.get("mask_AP_sd"):  # spread over seeds
             ax.errorbar([x], [r["mask_AP"]], yerr=[r["mask_AP_sd"]], color="0.4", capsize=3,
@@ -242,7 +242,7 @@ def run(cfg) -> dict:
         if ref and r.get("mask_AP") is not None and ref["mask_AP"] > 0:
             r["pct_of_full"] = 100 * r["mask_AP"] / ref["mask_AP"]
     order = {"full": 0, "points": 1, "free_masks": 2, "solo": 3, "none": 4}
-    models = {"maskrcnn": 0, "sparseinst": 1}
+    models = {"maskrcnn": 0, "sparseinst": 1, "adamixer": 2}
     rows.sort(key=lambda r: (models.get(r.get("model"), 9), order.get(r["supervision"], 9),
                              -r["annotation_hours"], r["method"]))
     out = Path(cfg.run_dir)

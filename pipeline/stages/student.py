@@ -1,8 +1,8 @@
 """Stage `student`: the model a user deploys after labelling, trained under one supervision
 level and evaluated on each eval split. `stage=maskrcnn` is this stage with model=maskrcnn.
 
-`model=maskrcnn` (torchvision's Mask R-CNN with PointSup's point loss) or `sparseinst`
-(SparseInst: no boxes, no NMS). `supervision=full` (ground-truth masks), `points` (PointSup
+`model=maskrcnn` (torchvision's Mask R-CNN with PointSup's point loss), `sparseinst`
+(SparseInst: no boxes, no NMS) or `adamixer` (AdaMixer's query-based boxes + a mask head). `supervision=full` (ground-truth masks), `points` (PointSup
 points, simulated from ground truth or a file with point_coords/point_labels, e.g. a Label
 Studio sync), `free_masks` or `solo` (pseudo-masks as if they were masks). Writes
 `model.pt`, `predictions_{split}.json`, `metrics.json` (class-agnostic and, where classes

@@ -25,6 +25,8 @@ MASKRCNN = ["backbone.weights=null", "maskrcnn.train.max_iter=3", "maskrcnn.trai
 SPARSEINST = ["backbone.weights=null", "model=sparseinst", "sparseinst.train.max_iter=3",
               "sparseinst.train.batch_size=2", "sparseinst.inference.speed_images=2",
               "overlays=0"]
+ADAMIXER = ["backbone.weights=null", "model=adamixer", "adamixer.train.max_iter=3",
+            "adamixer.train.batch_size=2", "adamixer.inference.speed_images=2", "overlays=0"]
 
 
 @pytest.mark.e2e
@@ -120,6 +122,21 @@ def test_sparseinst_trains_evaluates_and_times_itself(sample_cfg, supervision):
     assert speed["images_per_s"] > 0 and speed["images"] == 2
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,loss_cls,loss_mask,loss_objectness")
+
+
+@pytest.mark.e2e
+def test_adamixer_trains_on_points_and_scores_its_boxes_and_masks(sample_cfg):
+    cfg = sample_cfg("stage=student", "supervision=points", *ADAMIXER, run_name="adamixer")
+    res = run_stage(cfg)
+    run = Path(cfg.run_dir)
+    assert "metrics" in res["val"] and (run / "model.pt").is_file()
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,loss_cls,loss_l1,loss_giou,loss_mask")
+    preds = json.loads((run / "predictions_test.json").read_text())["annotations"]
+    assert preds and all(len(a["bbox"]) == 4 and "segmentation" in a for a in preds)
+    m = res["test"]["metrics"]
+    assert {"bbox", "segm"} <= set(m)
+    assert json.loads((run / "metrics.json").read_text())["speed"]["images"] == 2
 
 
 def test_stage_maskrcnn_refuses_another_model(sample_cfg):
