@@ -120,10 +120,10 @@ label-studio-stop: $(STAMP)
 # run it yourself), trains the labelling assistant on the pseudo-labels when no point model
 # exists (once: reused while the pseudo-labels stay the same), then starts everything.
 annotate: $(STAMP) $(LS_STAMP)
-	@$(PY) -m annotation.prepare check $(ARGS); rc=$$?; \
+	@$(PY) -m annotation.prepare check $(DATA_ARGS) $(ARGS); rc=$$?; \
 		if [ $$rc = 1 ]; then $(MAKE) --no-print-directory pseudo-labels; \
 		elif [ $$rc != 0 ]; then exit $$rc; fi
-	$(PY) -m annotation.prepare assistant $(ARGS)
+	$(PY) -m annotation.prepare assistant $(DATA_ARGS) $(ARGS)
 	$(RUN) stage=annotate
 
 annotate-sync: $(STAMP)
