@@ -13,7 +13,7 @@ def main():
     from pipeline.data.datasets import get_split
     from pipeline.data.instances import InstanceBank, pad_batch
     from pipeline.models.backbone import normalize
-    from pipeline.models.predictor import dataclass_from
+    from pipeline.models.params import dataclass_from
     from pipeline.models.solo import LossWeights, build_solo, solo_loss
     from pipeline.models.solo_predictor import SoloPredictor
     from pipeline.sharded import load_images

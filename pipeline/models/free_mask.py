@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.models.params import dataclass_from
 from pipeline.ops.guided_filter import guided_filter
 from pipeline.ops.matrix_nms import matrix_nms
 
@@ -28,11 +29,7 @@ class FreeMaskParams:
 
     @classmethod
     def from_cfg(cls, cfg) -> "FreeMaskParams":
-        names = cls.__dataclass_fields__
-        kw = {k: cfg[k] for k in names if k in cfg}
-        if "query_scales" in kw:
-            kw["query_scales"] = tuple(float(s) for s in kw["query_scales"])
-        return cls(**kw)
+        return dataclass_from(cls, cfg)
 
 
 def make_queries(feat: torch.Tensor, scales) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.linalg import eigh
 
+from pipeline.models.params import dataclass_from
+
 
 @dataclass
 class MaskCutParams:
@@ -45,7 +47,7 @@ class MaskCutParams:
 
     @classmethod
     def from_cfg(cls, cfg) -> "MaskCutParams":
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+        return dataclass_from(cls, cfg)
 
 
 def feature_affinity(feat: torch.Tensor, tau: float, eps: float) -> torch.Tensor:

@@ -14,11 +14,6 @@ import torch
 from pipeline.data.transforms import same_size_batches, to_tensor
 
 
-def dataclass_from(cls, node):
-    """A settings dataclass from the config node's keys of the same names."""
-    return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
-
-
 class BatchPredictor:
     def __init__(self, device, batch_size: int, short_side: int, max_size: int):
         self.device = device

@@ -7,7 +7,8 @@ from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_square
 from pipeline.models.backbone import normalize
 from pipeline.models.free_mask import grey_guide, upsample_masks
-from pipeline.models.predictor import BatchPredictor, dataclass_from
+from pipeline.models.params import dataclass_from
+from pipeline.models.predictor import BatchPredictor
 from pipeline.models.solo import InferenceParams, SOLOv2, solo_predict
 from pipeline.ops.components import largest_component
 

@@ -16,6 +16,7 @@ from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_batch
 from pipeline.models import adamixer as am
 from pipeline.models import sparseinst as si
+from pipeline.models.params import dataclass_from
 from pipeline.models.backbone import build_backbone, normalize
 from pipeline.models.free_mask import grey_guide
 from pipeline.models.maskrcnn import anchors, build_maskrcnn
@@ -82,12 +83,9 @@ class SparseInstStudent:
                                    num_queries=c.num_queries, kernel_dim=c.kernel_dim,
                                    convs=c.decoder_convs, groups=c.groups,
                                    group_fc=c.get("group_fc", "expand"))
-        self.weights = si.LossWeights(**{k: c.loss[k] for k in si.LossWeights.__dataclass_fields__
-                                         if k in c.loss})
+        self.weights = dataclass_from(si.LossWeights, c.loss)
         self.weights.drop_loss_iou = float(cfg.supervision.get("drop_loss_iou", 0.0))
-        self.params = si.InferenceParams(**{k: c.inference[k] for k in
-                                            si.InferenceParams.__dataclass_fields__
-                                            if k in c.inference})
+        self.params = dataclass_from(si.InferenceParams, c.inference)
 
     def optimizer(self, t, params):
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)  # as released
@@ -113,11 +111,6 @@ class SparseInstStudent:
         return res
 
 
-def _fields(cls, node) -> dict:
-    """The config node's values for a dataclass's fields (the others keep their defaults)."""
-    return {k: node[k] for k in cls.__dataclass_fields__ if k in node}
-
-
 class AdaMixerStudent:
     """AdaMixer: N queries refined over 6 stages into boxes and classes, a mask head on the
     final boxes; full masks or PointSup's point loss for the mask head, boxes either way."""
@@ -132,8 +125,8 @@ class AdaMixerStudent:
         self.model = am.AdaMixer(
             build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
             supervision="full" if self.mask_loss == "full" else "points",
-            loss_weights=am.AdaMixerLossWeights(**_fields(am.AdaMixerLossWeights, c.loss)))
-        self.params = am.InferenceParams(**_fields(am.InferenceParams, c.inference))
+            loss_weights=dataclass_from(am.AdaMixerLossWeights, c.loss))
+        self.params = dataclass_from(am.InferenceParams, c.inference)
 
     def optimizer(self, t, params):
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)  # as released

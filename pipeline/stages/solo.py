@@ -24,7 +24,7 @@ from pipeline.data.strong_views import training_views
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.backbone import normalize
-from pipeline.models.predictor import dataclass_from
+from pipeline.models.params import dataclass_from
 from pipeline.models.solo import LossWeights, build_solo, solo_loss
 from pipeline.models.solo_predictor import SoloPredictor
 from pipeline.reporting import finish_split, update_json

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from pipeline.models.params import dataclass_from
 from pipeline.models.transfiner import quadtree
 from pipeline.models.transfiner.incoherence import (IncoherenceDetector, downsample,
                                                     incoherence_targets)
@@ -40,12 +41,8 @@ class TransfinerParams:
 
     @classmethod
     def from_config(cls, node) -> "TransfinerParams":
-        d = {k: node[k] for k in cls.__dataclass_fields__ if k in node}
-        if "sizes" in d:
-            d["sizes"] = tuple(int(s) for s in d["sizes"])
         loss = node.get("loss") or {}
-        d.update({f"{k}_weight": float(v) for k, v in loss.items()})
-        return cls(**d)
+        return dataclass_from(cls, node, **{f"{k}_weight": float(v) for k, v in loss.items()})
 
 
 class TransfinerRefiner(nn.Module):
