@@ -94,7 +94,7 @@ def run(stage, data, out, full, kill_after: float | None = None,
     if proc.returncode == 0:
         return "done", time.time() - t0
     last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
-    return f"failed (exit {proc.returncode}): {last[0][:200]}", time.time() - t0
+    return f"failed (exit {proc.returncode}): {last[0][:600]}", time.time() - t0
 
 
 def digest(out: Path, stage: str) -> dict:
@@ -156,6 +156,9 @@ def stale_after_rerun(data: Path, out: Path, full: bool, before: dict) -> dict:
 def refused_then_compare(data: Path, out: Path, full: bool) -> dict:
     """Phase 6: nothing of a refused run reaches the folder or the comparison table."""
     sweep = out / "bench" / "multirun"
+    status, _ = run("pretrain", data, out, full)   # the sweep's job fine-tunes this backbone
+    if status != "done":
+        return {"ok": False, "why": f"pretrain: {status}"}
     r = subprocess.run([*cmd("maskrcnn", data, out, full), "-m"], cwd=ROOT,
                        capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT), CI="true"))
