@@ -69,7 +69,11 @@ def update_readme(readme: Path, table: Path) -> bool:
         return False
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    write_text(readme, f"{head}{README_START}\n{table_body(table)}\n{README_END}{tail}")
+    blocks = table_body(table).split("\n\n")
+    # the AP table and its verdict line; the per-source description stays in docs/results.md
+    shown = blocks[:2] if len(blocks) > 1 and not blocks[1].startswith("|") else blocks[:1]
+    write_text(readme, f"{head}{README_START}\n" + "\n\n".join(shown) +
+               f"\n{README_END}{tail}")
     return True
 
 
