@@ -44,9 +44,14 @@ def cpu_name() -> str:
 
 def code_version() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+        # what this script writes (docs/, README.md) does not make the code dirty
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", ".", ":!docs",
+                                      ":!README.md"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
