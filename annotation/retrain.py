@@ -50,9 +50,9 @@ def repredict(cfg, backend) -> int:
     the project then shows and queues by that model version."""
     from annotation import tasks
     from annotation.client import connect
-    from pipeline.stages.annotate import token
+    from annotation.server import project_token
     a = cfg.annotation
-    client = connect(f"http://{a.host}:{a.port}", token(a))
+    client = connect(f"http://{a.host}:{a.port}", project_token(a))
     return tasks.repredict_tasks(client, tasks.find_project(client, a.project),
                                  backend.model().version,
                                  lambda task: backend.predict_task(task, None))

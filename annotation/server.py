@@ -218,6 +218,12 @@ def api_token(data_dir, env: str = "LABEL_STUDIO_API_TOKEN") -> str:
     return os.environ.get(env) or kept_secret(token_file(data_dir), lambda: secrets.token_hex(20))
 
 
+def project_token(a) -> str:
+    """The token for the `annotation` config node `a`: $<a.token_env> when set, else the one
+    kept in its server's data folder (api_token)."""
+    return api_token(a.data_dir, a.token_env)
+
+
 def running(data_dir) -> Server | None:
     """The server started earlier for `data_dir`, if it still answers."""
     f = Path(data_dir) / "server.json"

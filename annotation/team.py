@@ -81,13 +81,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from annotation.client import connect
     from annotation.retrain import compose_stage
-    from pipeline.stages.annotate import token
+    from annotation.server import project_token
     try:
         if argv[:1] == ["invite"] or (argv[:1] == ["add"] and len(argv) >= 2):
             add = argv[1] if argv[0] == "add" else None
             a = compose_stage(argv[2:] if add else argv[1:], "stage=annotate").annotation
             url = f"http://{a.host}:{a.port}"
-            client = connect(url, token(a))
+            client = connect(url, project_token(a))
             if add:
                 password = secrets.token_urlsafe(12)
                 sign_up(url, invite(client)["token"], add, password)

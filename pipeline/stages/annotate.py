@@ -25,12 +25,6 @@ from pipeline.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def token(a) -> str:
-    """$<annotation.token_env> when set, else the token made once and kept (0600) in the
-    server's data folder (annotation/server.py: api_token)."""
-    return ls_server.api_token(a.data_dir, a.token_env)
-
-
 def ensure_server(a) -> str:
     url = f"http://{a.host}:{a.port}"
     if ls_server.health(url):
@@ -38,8 +32,8 @@ def ensure_server(a) -> str:
     if not a.start_server:
         raise UserError(f"Label Studio is not running at {url}; run `make label-studio`")
     password = os.environ.get(a.password_env) or ls_server.admin_password(a.data_dir)
-    s = ls_server.start(a.data_dir, int(a.port), token(a), a.username, password,
-                        a.document_root, bind=str(a.get("bind") or a.host))
+    s = ls_server.start(a.data_dir, int(a.port), ls_server.project_token(a), a.username,
+                        password, a.document_root, bind=str(a.get("bind") or a.host))
     log.info("started Label Studio (pid %d) at %s; stop it with `make label-studio-stop`",
              s.pid, s.url)
     return s.url
@@ -149,7 +143,7 @@ def annotation_source(cfg, split) -> tuple[str, str, dict]:
 def run(cfg) -> dict:
     a = cfg.annotation
     url = ensure_server(a)
-    client = connect(url, token(a))
+    client = connect(url, ls_server.project_token(a))
     split = get_split(cfg.dataset, a.split)
     version, source, coco = annotation_source(cfg, split)
     names = [c["name"] for c in coco["categories"]]

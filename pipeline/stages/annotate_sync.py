@@ -12,12 +12,13 @@ from annotation.source_scores import choose_best, rank_sources
 from pipeline.data.coco import load_coco
 from pipeline.data.datasets import get_split
 from pipeline.io import write_json
-from pipeline.stages.annotate import annotation_source, token
+from annotation.server import project_token
+from pipeline.stages.annotate import annotation_source
 
 
 def run(cfg) -> dict:
     a = cfg.annotation
-    client = connect(f"http://{a.host}:{a.port}", token(a))
+    client = connect(f"http://{a.host}:{a.port}", project_token(a))
     split = get_split(cfg.dataset, a.split)
     pid = tasks.find_project(client, a.project)
     coco = annotation_source(cfg, split)[2]
