@@ -58,8 +58,10 @@ def test_torchrun_splits_prediction_shards_between_ranks(tmp_path, tiny_sample):
 def _torchrun(args, out, port_offset):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={29500 + (os.getpid() + port_offset) % 1000}", "-m", "pipeline",
-           *args, f"paths.output_dir={out}"]
-    r = subprocess.run(cmd, env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+           *args, "hardware.threads=1", f"paths.output_dir={out}"]
+    # one thread per rank whatever the caller's OMP_NUM_THREADS: float sums in _single's order
+    r = subprocess.run(cmd, env=dict(cli_env(), OMP_NUM_THREADS="1"), cwd=ROOT,
+                       capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
 
 

@@ -219,7 +219,8 @@ def run(cfg) -> dict:
                 confident = any(a["score"] >= s.self_training.score_threshold
                                 for a in coco["annotations"])
                 targets = self_training_filter(coco, s.self_training, widths, targets)
-                save_coco(round_dir / "pseudo_labels.json", targets)
+                if dist.is_main():
+                    save_coco(round_dir / "pseudo_labels.json", targets)
                 if not confident and r < int(s.rounds):
                     raise UserError(
                         f"SOLO round {r} predicted no mask with score >= "
@@ -227,9 +228,10 @@ def run(cfg) -> dict:
                         f"on the training images ({out_json}); lower the threshold or train "
                         f"longer (solo.train.max_iter)")
     final = out_dir / "pseudo_labels.json"
-    save_coco(final, targets)  # the last round's filtered predictions
-    update_json(out_dir / "metrics.json", "rounds", {k: v.get("metrics") for k, v in
-                                                     results.items()})
+    if dist.is_main():  # under torchrun the other ranks hold no metrics: rank 0 alone writes
+        save_coco(final, targets)  # the last round's filtered predictions
+        update_json(out_dir / "metrics.json", "rounds", {k: v.get("metrics") for k, v in
+                                                         results.items()})
     log.info("pseudo-labels: %d masks on %d images -> %s", len(targets["annotations"]),
              len(targets["images"]), final)
     return results

@@ -182,7 +182,7 @@ def evaluate_split(cfg, split, predictor, targets, agnostic) -> dict:
                                 categories=targets["categories"])
     summary = finish_split(cfg, split, coco, skipped, out_dir, out_json,
                            f"{MODELS[name]}, {sv.name} ({split.name}, class-agnostic)")
-    if not agnostic and split.has_gt:
+    if not agnostic and split.has_gt and dist.is_main():  # rank 0 alone writes metrics.json
         ids = [im["id"] for im in coco["images"]]
         aware = evaluate(split.coco, coco["annotations"], agnostic=False, image_ids=ids)
         print(format_table({f"{MODELS[name]}, {sv.name} (class-aware)": aware}))
