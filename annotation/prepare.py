@@ -34,14 +34,19 @@ def assistant_dir(s) -> Path | None:
     return None
 
 
-def assistant_stage(overrides: list[str]):
-    """The training stage of the pseudo-label assistant: Mask R-CNN with supervision=solo
-    (the pseudo-labels as masks), written into annotation.assistant.pseudo_label_run_dir, no
-    evaluation (a user's images have no ground truth to evaluate on)."""
-    from annotation.retrain import compose_stage
+def assistant_args(overrides: list[str]) -> list[str]:
+    """The training stage of the pseudo-label assistant, as `python -m pipeline` arguments:
+    Mask R-CNN with supervision=solo (the pseudo-labels as masks), no evaluation (a user's
+    images have no ground truth to evaluate on)."""
     base = [o for o in overrides if not o.startswith(("stage=", "run_name=", "supervision="))]
-    cfg = compose_stage(base, "stage=maskrcnn", "supervision=solo", "maskrcnn.eval_splits=[]",
-                        "overlays=0")
+    return [*base, "stage=maskrcnn", "supervision=solo", "maskrcnn.eval_splits=[]",
+            "overlays=0"]
+
+
+def assistant_stage(overrides: list[str]):
+    """The composed config of `assistant_args`, run in annotation.assistant.pseudo_label_run_dir."""
+    from annotation.retrain import compose_stage
+    cfg = compose_stage(assistant_args(overrides))
     if not cfg.supervision.annotations:
         raise UserError("the labelling assistant trains on pseudo-labels only: "
                         "supervision.annotations must name the pseudo-label file, not null "
@@ -67,7 +72,7 @@ def needed_files(overrides: list[str]) -> list[Path]:
 def train_assistant(overrides: list[str]) -> Path | None:
     """Train the pseudo-label assistant unless a point model or a finished one is there;
     returns the folder the assistant will serve (None: the assistant is off)."""
-    from pipeline.__main__ import run_stage
+    from annotation.pipeline_run import run_pipeline
     from annotation.retrain import compose_stage
     a = compose_stage(overrides, "stage=annotate").annotation
     if not a.assistant.enabled:
@@ -81,7 +86,8 @@ def train_assistant(overrides: list[str]) -> Path | None:
         print(f"training the labelling assistant on the pseudo-labels "
               f"({cfg.supervision.annotations}, {cfg.maskrcnn.train.max_iter} iterations) "
               f"-> {cfg.run_dir}", flush=True)
-    run_stage(cfg)   # finished weights of the same inputs are reused, others refused
+    # finished weights of the same inputs are reused, others refused
+    run_pipeline([*assistant_args(overrides), f"hydra.run.dir={cfg.run_dir}"])
     return Path(cfg.run_dir)
 
 

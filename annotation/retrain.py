@@ -61,11 +61,16 @@ def repredict(cfg, backend) -> int:
 def retrain(overrides: list[str]) -> dict:
     from annotation.ml_backend import Backend, serving_dir
     from annotation.prepare import assistant_dir
-    from pipeline.__main__ import run_stage
+    from annotation.pipeline_run import run_pipeline
+    from pipeline.data.coco import load_coco
     from pipeline.errors import UserError
     base = [o for o in overrides if not o.startswith(("stage=", "run_name="))]
-    sync = compose_stage(base, "stage=annotate_sync", "run_name=annotate_sync")
-    synced = run_stage(sync)
+    sync_args = [*base, "stage=annotate_sync", "run_name=annotate_sync"]
+    sync = compose_stage(sync_args)
+    run_pipeline(sync_args)
+    points = Path(sync.run_dir) / "points.json"
+    synced = load_coco(points, "the synced points (stage=annotate_sync)")
+    synced = {"images": len(synced["images"]), "instances": len(synced["annotations"])}
     s = sync.annotation.assistant
     home = assistant_dir(s)     # the folder the backend was started on (make annotate)
     if home is None:
@@ -73,16 +78,17 @@ def retrain(overrides: list[str]) -> dict:
                         f"{s.pseudo_label_run_dir} has a model.pt; run `make annotate`")
     served = serving_dir(home)
     name = f"{home.name}_retrain/{time.strftime('%Y%m%d-%H%M%S')}"
-    train = compose_stage(
-        base, "stage=maskrcnn", "supervision=points",
-        f"supervision.annotations={Path(sync.run_dir) / 'points.json'}", f"run_name={name}",
+    train_args = [
+        *base, "stage=maskrcnn", "supervision=points",
+        f"supervision.annotations={points}", f"run_name={name}",
         f"maskrcnn.train.init={served / 'model.pt'}",
         f"maskrcnn.train.max_iter={int(s.retrain_iter)}",
         f"maskrcnn.train.warmup_iter={min(int(s.retrain_iter) // 10, 50)}",
-        "maskrcnn.eval_splits=[]", "overlays=0")
+        "maskrcnn.eval_splits=[]", "overlays=0"]
+    train = compose_stage(train_args)
     log.info("fine-tuning %s on the points of %d image(s) -> %s", served, synced["images"],
              train.run_dir)
-    run_stage(train)
+    run_pipeline(train_args)
     publish(home, train.run_dir)
     backend = Backend(home, sync.annotation.document_root,
                       int(sync.annotation.points_per_box), float(s.score_threshold),
