@@ -11,30 +11,24 @@ def main():
     args, overrides = parse_args()
     import torch
     from pipeline.data.datasets import get_split
-    from pipeline.data.instances import InstanceBank, pad_batch
-    from pipeline.models.backbone import normalize
-    from pipeline.models.params import dataclass_from
-    from pipeline.models.solo import LossWeights, build_solo, solo_loss
+    from pipeline.models.solo import build_solo
     from pipeline.models.solo_predictor import SoloPredictor
     from pipeline.sharded import load_images
+    from pipeline.stages.solo import round_training
 
     torch.set_num_threads(args.threads)
-    cfg = config("backbone.weights=null", *overrides)
+    cfg = config("backbone.weights=null", *overrides, f"solo.train.max_iter={args.iters + 2}")
     dev = torch.device(args.device)
     s = cfg.solo
     split = get_split(cfg.dataset, "train")
     model = build_solo(cfg, dev)
-    bank = InstanceBank(split, split.coco, cache=True)   # GT masks stand in for free masks
-    w = dataclass_from(LossWeights, s.loss)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     mixed = training_precision(cfg, s.train, dev)
+    # round 1's own training step; the ground-truth masks stand in for the free masks
+    opt, _, _, round_step = round_training(cfg, 1, model, split.coco, split, dev)
 
     def step(it):
-        samples = bank.batch(it, s.train.batch_size, 0, s.train.sizes, s.train.max_size)
-        images, valid = pad_batch(samples)
-        images, valid = images.to(dev), valid.to(dev)
         with mixed.autocast():
-            losses = solo_loss(model, model(normalize(images)), samples, images, valid, w, it)
+            losses = round_step(model, it)
         mixed.step(opt, losses["loss"])
 
     sec_it = timed(step, args.iters, device=dev)

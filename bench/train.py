@@ -15,51 +15,40 @@ def main():
     args, overrides = parse_args()
     import torch
     from pipeline.data.datasets import get_split
-    from pipeline.data.instances import InstanceBank
-    from pipeline.data.loader import BatchLoader
     from pipeline.data.points import points_from_masks
-    from pipeline.models.backbone import ResNetFeatures
-    from pipeline.models.maskrcnn import anchors, build_maskrcnn
+    from pipeline.models.students import STUDENTS
+    from pipeline.stages.student import training
 
     torch.set_num_threads(args.threads)
-    cfg = config(*overrides)
     dev = torch.device(args.device)
-    mc = cfg.maskrcnn
-    split = get_split(cfg.dataset, "train")
-    data = points_from_masks(split.coco, 10, seed=0, keep_masks=True)  # masks and points
-    cats = sorted(c["id"] for c in data["categories"])
-    mixed = training_precision(cfg, mc.train, dev)
-    rows = {}
+    rows, mixed = {}, None
     plan = [("full", True, 0), ("points", True, 0), ("full", False, 0),
             ("full", False, args.workers)]
     for sup, cache, workers in plan:
-        bank = InstanceBank(split, data, category_map={c: i for i, c in enumerate(cats)},
-                            cache=cache)
-        batches = BatchLoader(lambda it: bank.batch(it, mc.train.batch_size, 0, mc.train.sizes,
-                                                    mc.train.max_size),
-                              args.iters + 2, workers)
+        # the stage's own training step under each setting (supervision, cache, workers)
+        cfg = config(*overrides, f"supervision={sup}", f"maskrcnn.train.cache_images={cache}",
+                     f"hardware.loader_workers={workers}",
+                     f"maskrcnn.train.max_iter={args.iters + 2}")
+        mc = cfg.maskrcnn
+        split = get_split(cfg.dataset, "train")
+        data = points_from_masks(split.coco, int(cfg.points_per_instance), seed=0,
+                                 keep_masks=True)  # masks and points
+        cats = sorted(c["id"] for c in data["categories"])
+        mixed = training_precision(cfg, mc.train, dev)
         torch.manual_seed(0)
-        model = build_maskrcnn(ResNetFeatures(cfg.backbone.arch), len(cats), sup,
-                               fpn_channels=mc.fpn_channels,
-                               mask_head_channels=mc.mask_head_channels,
-                               box_head_dim=mc.box_head_dim,
-                               box_batch_size_per_image=mc.rois_per_image,
-                               rpn_anchor_generator=anchors(mc.anchor_sizes)).to(dev)
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        student = STUDENTS["maskrcnn"](cfg, len(cats))
+        model = student.model.to(dev).train()
+        opt, _, step = training(cfg, student, model, split, data,
+                                {c: i for i, c in enumerate(cats)}, dev)
 
-        def step(it):
-            samples = batches(it)
-            tg = [{"boxes": s["boxes"].to(dev), "labels": s["labels"].to(dev) + 1,
-                   "masks": s["masks"].to(dev, torch.uint8), "points": s["points"].to(dev),
-                   "point_labels": s["point_labels"].to(dev)} for s in samples]
+        def timed_step(it, step=step, model=model, opt=opt):
             with mixed.autocast():
-                losses = model([s["image"].to(dev) / 255 for s in samples], tg)
-            mixed.step(opt, sum(losses.values()))
+                losses = step(model, it)
+            mixed.step(opt, losses["loss"])
 
-        rows[sup, cache, workers] = timed(step, args.iters, device=dev)
+        rows[sup, cache, workers] = timed(timed_step, args.iters, device=dev)
     print(f"Mask R-CNN training benchmark ({cfg.experiment_name}, {cfg.backbone.arch}, "
-          f"batch {mc.train.batch_size}, {dev}, {args.threads} threads, {args.iters} "
+          f"batch {cfg.maskrcnn.train.batch_size}, {dev}, {args.threads} threads, {args.iters} "
           f"iterations, training in {mixed.name})")
     print("| mask loss | images | loader workers | s/iteration | iterations/s |\n"
           "|---|---|---:|---:|---:|")

@@ -51,3 +51,30 @@ def finish_split(cfg, split: Split, coco: dict, skipped: list[dict], out_dir: Pa
     log.info("%s: %d masks on %d images -> %s", title, summary["masks"], summary["images"],
              out_json)
     return summary
+
+
+def predict_splits(cfg, predictor, split_names, out_dir, *, prefix: str, config_key,
+                   shard_size: int, desc: str, title: str, info: dict | None = None,
+                   categories: list[dict] | None = None, each=None) -> dict[str, dict]:
+    """Every predicting stage's loop: for each split (once, in order) predict every image in
+    shards (`run_sharded`: resumable, reused only under the same `config_key`), write
+    `<out_dir>/<prefix>_<split>.json`, then report it (`finish_split`). `title` and `desc`
+    may name the split as {split}. each(split, coco, summary): what the stage does next with
+    a split's predictions (e.g. self-training targets). Returns {split name: summary}."""
+    from pipeline.data.datasets import get_split
+    from pipeline.sharded import run_sharded
+    out_dir = Path(out_dir)
+    results = {}
+    for name in dict.fromkeys(split_names):
+        split = get_split(cfg.dataset, name)
+        out_json = out_dir / f"{prefix}_{name}.json"
+        coco, skipped = run_sharded(split, predictor, out_json, out_dir / "shards" / name,
+                                    config_key=config_key, shard_size=shard_size,
+                                    workers=cfg.hardware.workers, strict=cfg.strict,
+                                    progress=cfg.progress, desc=desc.format(split=name),
+                                    info=info, categories=categories)
+        results[name] = finish_split(cfg, split, coco, skipped, out_dir, out_json,
+                                     title.format(split=name))
+        if each is not None:
+            each(split, coco, results[name])
+    return results

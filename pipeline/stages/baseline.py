@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.coco import mask_to_annotation
-from pipeline.data.datasets import get_split
 from pipeline.eval.baselines import BASELINES
 from pipeline.errors import UserError
 from pipeline.provenance import BATCHING, settings
-from pipeline.reporting import finish_split
-from pipeline.sharded import run_sharded
+from pipeline.reporting import predict_splits
 
 
 def run(cfg) -> dict:
@@ -26,15 +24,9 @@ def run(cfg) -> dict:
             return [[mask_to_annotation(m, info["id"], 1, score=round(s, 5))
                      for m, s in fn(arr, **kwargs)] for info, arr in items]
 
-        out_dir = Path(cfg.run_dir) / method
-        for split_name in b.splits:
-            split = get_split(cfg.dataset, split_name)
-            out_json = out_dir / f"{method}_{split_name}.json"
-            coco, skipped = run_sharded(split, predict, out_json, out_dir / "shards" / split_name,
-                                        config_key=[method, settings(kwargs, BATCHING)],
-                                        shard_size=b.shard_size,
-                                        workers=cfg.hardware.workers, strict=cfg.strict,
-                                        progress=cfg.progress, desc=f"{method} {split_name}")
-            results[f"{method}/{split_name}"] = finish_split(
-                cfg, split, coco, skipped, out_dir, out_json, f"{method} ({split_name})")
+        done = predict_splits(cfg, predict, b.splits, Path(cfg.run_dir) / method,
+                              prefix=method, config_key=[method, settings(kwargs, BATCHING)],
+                              shard_size=b.shard_size, desc=method + " {split}",
+                              title=method + " ({split})")
+        results.update({f"{method}/{k}": v for k, v in done.items()})
     return results

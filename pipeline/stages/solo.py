@@ -22,15 +22,14 @@ from pipeline.data.instances import InstanceBank, pad_batch
 from pipeline.data.loader import BatchLoader
 from pipeline.data.strong_views import training_views
 from pipeline.errors import UserError
-from pipeline.io import save_torch
 from pipeline.models.backbone import normalize
 from pipeline.models.params import dataclass_from
 from pipeline.models.solo import LossWeights, build_solo, solo_loss
 from pipeline.models.solo_predictor import SoloPredictor
-from pipeline.reporting import finish_split, update_json
-from pipeline.provenance import (BATCHING, file_identity, fingerprint, guard,
-                                 image_identities, settings, stamp_of)
-from pipeline.sharded import run_sharded
+from pipeline.reporting import predict_splits, update_json
+from pipeline.lifecycle import fit_or_load, weights_settings
+from pipeline.provenance import (BATCHING, file_identity, fingerprint, image_identities,
+                                 settings, stamp_of)
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
@@ -109,33 +108,22 @@ NOT_IN_WEIGHTS = (
 
 
 def round_fingerprint(cfg, r: int, targets: dict, init_from: Path | None, split) -> str:
-    """What a round's weights are made from: training settings, the targets' content, the
-    training images, the backbone checkpoint and the weights it starts from."""
+    """What a round's weights are made from: the solo settings (all but NOT_IN_WEIGHTS), the
+    backbone settings, the targets' content, the training images, the backbone checkpoint
+    and the weights it starts from."""
     s = cfg.solo
-    model = [s.train, s.loss, s.levels, s.embedding, s.fpn_channels, s.head_channels,
-             s.head_convs, s.mask_channels, s.get("mask_branch_channels"), s.num_classes,
-             s.letterbox, cfg.backbone, s.get("split_feats", True)]
-    return fingerprint([settings(n) for n in model], cfg.seed, r, round_iterations(s, r),
-                       file_identity(cfg.backbone.get("weights")), file_identity(init_from),
-                       targets["annotations"],
-                       image_identities(split.image_root, split.images), *precision(cfg, s.train))
+    return fingerprint(weights_settings(s, NOT_IN_WEIGHTS), settings(cfg.backbone), cfg.seed,
+                       r, round_iterations(s, r), file_identity(cfg.backbone.get("weights")),
+                       file_identity(init_from), targets["annotations"],
+                       image_identities(split.image_root, split.images),
+                       *precision(cfg, s.train))
 
 
-def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
-    s = cfg.solo
-    final = round_dir / "model.pt"
-    model = build_solo(cfg, device)
-    split = get_split(cfg.dataset, s.train_split)
-    if dist.is_main():
-        guard(round_dir, round_fingerprint(cfg, r, targets, init_from, split))
-    if final.is_file():
-        model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
-        log.info("round %d already trained: %s", r, final)
-        return model
-    if init_from is not None:
-        model.load_state_dict(torch.load(init_from, map_location=device, weights_only=True))
-    bank = InstanceBank(split, targets, cache=s.train.cache_images)
-    t = s.train
+def round_training(cfg, r: int, model, targets: dict, split, device):
+    """(optimizer, scheduler, iterations, step) of SOLO's round r: what the stage trains with
+    and what bench/solo.py times."""
+    s, t = cfg.solo, cfg.solo.train
+    bank = InstanceBank(split, targets, cache=t.cache_images)
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
@@ -171,13 +159,28 @@ def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | N
         out = m(normalize(net_in.to(device)))
         # the colour-affinity loss reads the weak view: the image's own colours
         return solo_loss(model, out, samples, images.to(device), valid.to(device), weights, it)
+    return opt, sched, iters, step
 
-    train(model, opt, step, round_dir, iters, ckpt_every=t.ckpt_every,
-          log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
-          grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
-          desc=f"solo round {r}", ema=float(t.ema))
-    if dist.is_main():
-        save_torch(final, model.state_dict())
+
+def train_round(cfg, r: int, targets: dict, round_dir: Path, init_from: Path | None, device):
+    s, t = cfg.solo, cfg.solo.train
+    model = build_solo(cfg, device)
+    split = get_split(cfg.dataset, s.train_split)
+
+    def fit():
+        if init_from is not None:
+            model.load_state_dict(torch.load(init_from, map_location=device,
+                                             weights_only=True))
+        opt, sched, iters, step = round_training(cfg, r, model, targets, split, device)
+        return train(model, opt, step, round_dir, iters, ckpt_every=t.ckpt_every,
+                     log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
+                     grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
+                     desc=f"solo round {r}", ema=float(t.ema))
+
+    fit_or_load(round_dir, round_fingerprint(cfg, r, targets, init_from, split), fit,
+                save=lambda m: m.state_dict(), what=f"round {r}",
+                load=lambda f: model.load_state_dict(torch.load(f, map_location=device,
+                                                                weights_only=True)))
     return model
 
 
@@ -203,30 +206,30 @@ def run(cfg) -> dict:
         predictor = SoloPredictor(model, s, device)
         # the inference settings and the weights' own fingerprint
         key = [settings(s.inference, BATCHING), s.letterbox, stamp_of(round_dir)]
-        for split_name in dict.fromkeys([s.train_split, *s.eval_splits]):
-            split = get_split(cfg.dataset, split_name)
-            out_json = round_dir / f"predictions_{split_name}.json"
-            coco, skipped = run_sharded(split, predictor, out_json,
-                                        round_dir / "shards" / split_name, config_key=key,
-                                        shard_size=s.inference.shard_size,
-                                        workers=cfg.hardware.workers, strict=cfg.strict,
-                                        progress=cfg.progress, desc=f"solo r{r} {split_name}")
-            res = finish_split(cfg, split, coco, skipped, round_dir, out_json,
-                               f"SOLO round {r} ({split_name})")
-            results[f"round{r}/{split_name}"] = res
-            if split_name == s.train_split:
-                widths = {im["id"]: im["width"] for im in coco["images"]}
-                confident = any(a["score"] >= s.self_training.score_threshold
-                                for a in coco["annotations"])
-                targets = self_training_filter(coco, s.self_training, widths, targets)
-                if dist.is_main():
-                    save_coco(round_dir / "pseudo_labels.json", targets)
-                if not confident and r < int(s.rounds):
-                    raise UserError(
-                        f"SOLO round {r} predicted no mask with score >= "
-                        f"solo.self_training.score_threshold={s.self_training.score_threshold} "
-                        f"on the training images ({out_json}); lower the threshold or train "
-                        f"longer (solo.train.max_iter)")
+
+        def next_targets(split, coco, summary, r=r):
+            """Round r's confident predictions on the training split: the next targets."""
+            nonlocal targets
+            if split.name != s.train_split:
+                return
+            widths = {im["id"]: im["width"] for im in coco["images"]}
+            confident = any(a["score"] >= s.self_training.score_threshold
+                            for a in coco["annotations"])
+            targets = self_training_filter(coco, s.self_training, widths, targets)
+            if dist.is_main():
+                save_coco(round_dir / "pseudo_labels.json", targets)
+            if not confident and r < int(s.rounds):
+                raise UserError(
+                    f"SOLO round {r} predicted no mask with score >= "
+                    f"solo.self_training.score_threshold={s.self_training.score_threshold} "
+                    f"on the training images ({summary['predictions']}); lower the threshold "
+                    f"or train longer (solo.train.max_iter)")
+
+        done = predict_splits(cfg, predictor, [s.train_split, *s.eval_splits], round_dir,
+                              prefix="predictions", config_key=key,
+                              shard_size=s.inference.shard_size, desc=f"solo r{r} " + "{split}",
+                              title=f"SOLO round {r} " + "({split})", each=next_targets)
+        results.update({f"round{r}/{k}": v for k, v in done.items()})
     final = out_dir / "pseudo_labels.json"
     if dist.is_main():  # under torchrun the other ranks hold no metrics: rank 0 alone writes
         save_coco(final, targets)  # the last round's filtered predictions

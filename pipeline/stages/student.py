@@ -23,12 +23,11 @@ from pipeline.data.loader import BatchLoader
 from pipeline.data.points import points_from_masks
 from pipeline.errors import UserError
 from pipeline.eval.coco_eval import evaluate, format_table
-from pipeline.io import save_torch
 from pipeline.models.students import MODELS, STUDENTS, StudentPredictor, inference_speed
+from pipeline.lifecycle import fit_or_load, weights_settings
 from pipeline.provenance import (BATCHING, ENGINEERING, file_identity, fingerprint,
-                                 guard, image_identities, settings, stamp_of)
-from pipeline.reporting import finish_split, update_json
-from pipeline.sharded import run_sharded
+                                 image_identities, settings, stamp_of)
+from pipeline.reporting import predict_splits, update_json
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
@@ -80,31 +79,47 @@ def load_init(model, path, device) -> None:
     model.load_state_dict(fits, strict=False)
 
 
+# <model>.* settings that do not change a student's weights: prediction only, and the init
+# checkpoint, which enters by its content
+NOT_IN_WEIGHTS = ("inference", "eval_splits", "train.init")
+
+
 def weights_fingerprint(cfg, split, targets) -> str:
-    """What the trained weights are made from: model and training settings, the supervision
-    (its settings and the targets' content: masks or points), the training images, the
-    backbone checkpoint. Inference settings are not part of it."""
+    """What the trained weights are made from: the model node's settings (all but
+    NOT_IN_WEIGHTS), the supervision (its settings and the targets' content: masks or
+    points), the training images, the backbone checkpoint, the init checkpoint."""
     name = model_name(cfg)
-    model = {k: v for k, v in settings(cfg[name]).items() if k not in ("inference", "eval_splits")}
-    # Mask R-CNN's fingerprint is kept as it was before SparseInst joined (its weights stay valid)
-    extra = () if name == "maskrcnn" else (name,)
-    if model.get("refine", "none") == "none":  # without refinement, as before the key came
-        model.pop("refine", None)
-        model.pop("transfiner", None)
-    init = model["train"].pop("init", None)  # no init: the fingerprint as before the key came
-    for key in ("ema", "amp"):               # likewise without an average or own precision
-        if not model["train"].get(key):
-            model["train"].pop(key, None)
-    if list(model["train"].get("scale_jitter", (1, 1))) == [1, 1]:  # and without zoom
-        model["train"].pop("scale_jitter", None)
-    if init:
-        extra += (file_identity(init),)
-    return fingerprint(model, settings(cfg.supervision, ENGINEERING + ("annotations",)),
+    node = cfg[name]
+    return fingerprint(name, weights_settings(node, NOT_IN_WEIGHTS),
+                       settings(cfg.supervision, ENGINEERING + ("annotations",)),
                        settings(cfg.backbone), cfg.seed,
                        file_identity(cfg.backbone.get("weights")),
+                       file_identity(node.train.get("init")),
                        targets["annotations"],
-                       image_identities(split.image_root, split.images), *extra,
-                       *precision(cfg, cfg[name].train))
+                       image_identities(split.image_root, split.images),
+                       *precision(cfg, node.train))
+
+
+def training(cfg, student, model, split, targets, cat_map, device):
+    """(optimizer, scheduler, step) of a student under cfg.supervision: what the stage trains
+    with and what bench/train.py times."""
+    node, sv = cfg[model_name(cfg)], cfg.supervision
+    t = node.train
+    bank = InstanceBank(split, targets, category_map=cat_map, cache=t.cache_images)
+    opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])
+    sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
+
+    rank, world = dist.rank(), dist.world_size()  # read here, not in a loader worker
+    batches = BatchLoader(
+        lambda it: bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
+                              rank=rank, world=world,
+                              sample_points=int(sv.get("sample_points", 0)),
+                              scale_jitter=tuple(t.get("scale_jitter", (1.0, 1.0)))),
+        t.max_iter, cfg.hardware.get("loader_workers", 0))
+
+    def step(m, it):
+        return student.losses(m, batches(it), device)
+    return opt, sched, step
 
 
 def run(cfg) -> dict:
@@ -124,68 +139,45 @@ def run(cfg) -> dict:
     num_classes = 1 if agnostic else len(cats)
     student = STUDENTS[name](cfg, num_classes)
     model = student.model.to(device)
-    final = out_dir / "model.pt"
-    if dist.is_main():
-        guard(out_dir, weights_fingerprint(cfg, split, targets))
-        if targets.pop("simulated_points", False):  # what we trained on
+    simulated = targets.pop("simulated_points", False)
+
+    def keep_points():  # what the weights are trained on, beside them
+        if simulated:
             save_coco(out_dir / f"points_{split.name}.json", targets)
-    if final.is_file():
-        model.load_state_dict(torch.load(final, map_location=device, weights_only=True))
-        log.info("already trained: %s", final)
-    else:
-        if node.train.init:  # fine-tuning (e.g. the labelling assistant on new points)
-            load_init(model, node.train.init, device)
-        bank = InstanceBank(split, targets, category_map=cat_map, cache=node.train.cache_images)
+
+    def fit():
         t = node.train
-        opt = student.optimizer(t, [p for p in model.parameters() if p.requires_grad])
-        sched = lr_schedule(opt, t.get("schedule", "cosine"), t.max_iter, t.warmup_iter)
+        if t.init:  # fine-tuning (e.g. the labelling assistant on new points)
+            load_init(model, t.init, device)
+        opt, sched, step = training(cfg, student, model, split, targets, cat_map, device)
+        return train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
+                     log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
+                     grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
+                     desc=f"{name} {sv.name}", ema=float(t.get("ema", 0.0)))
 
-        rank, world = dist.rank(), dist.world_size()  # read here, not in a loader worker
-        batches = BatchLoader(
-            lambda it: bank.batch(it, t.batch_size, cfg.seed, t.sizes, t.max_size, flip=True,
-                                  rank=rank, world=world,
-                                  sample_points=int(sv.get("sample_points", 0)),
-                                  scale_jitter=tuple(t.get("scale_jitter", (1.0, 1.0)))),
-            t.max_iter, cfg.hardware.get("loader_workers", 0))
-
-        def step(m, it):
-            return student.losses(m, batches(it), device)
-
-        train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
-              log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
-              grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
-              desc=f"{name} {sv.name}", ema=float(t.get("ema", 0.0)))
-        if dist.is_main():
-            save_torch(final, model.state_dict())
+    fit_or_load(out_dir, weights_fingerprint(cfg, split, targets), fit,
+                save=lambda m: m.state_dict(), on_guarded=keep_points,
+                load=lambda f: model.load_state_dict(torch.load(f, map_location=device,
+                                                                weights_only=True)))
     predictor = StudentPredictor(student, node, device, label_to_cat)
-    summaries = {}
-    for split_name in node.eval_splits:
-        summaries[split_name] = evaluate_split(cfg, get_split(cfg.dataset, split_name),
-                                               predictor, targets, agnostic)
-    if dist.is_main():
-        update_json(out_dir / "metrics.json", "speed",
-                    inference_speed(predictor, get_split(cfg.dataset, cfg.dataset.report_split),
-                                    int(node.inference.get("speed_images", 16)), device))
-    return summaries
 
-
-def evaluate_split(cfg, split, predictor, targets, agnostic) -> dict:
-    name, sv, out_dir = model_name(cfg), cfg.supervision, Path(cfg.run_dir)
-    node = cfg[name]
-    out_json = out_dir / f"predictions_{split.name}.json"
-    coco, skipped = run_sharded(split, predictor,
-                                out_json, out_dir / "shards" / split.name,
-                                config_key=[settings(node.inference, BATCHING), stamp_of(out_dir)],
-                                shard_size=node.inference.shard_size, workers=cfg.hardware.workers,
-                                strict=cfg.strict, progress=cfg.progress,
-                                desc=f"{name} {sv.name} {split.name}",
-                                categories=targets["categories"])
-    summary = finish_split(cfg, split, coco, skipped, out_dir, out_json,
-                           f"{MODELS[name]}, {sv.name} ({split.name}, class-agnostic)")
-    if not agnostic and split.has_gt and dist.is_main():  # rank 0 alone writes metrics.json
+    def class_aware(split, coco, summary):
+        if agnostic or not split.has_gt or not dist.is_main():  # rank 0 alone writes metrics
+            return
         ids = [im["id"] for im in coco["images"]]
         aware = evaluate(split.coco, coco["annotations"], agnostic=False, image_ids=ids)
         print(format_table({f"{MODELS[name]}, {sv.name} (class-aware)": aware}))
         summary["metrics_class_aware"] = aware
         update_json(out_dir / "metrics.json", split.name, summary)
-    return summary
+
+    summaries = predict_splits(
+        cfg, predictor, node.eval_splits, out_dir, prefix="predictions",
+        config_key=[settings(node.inference, BATCHING), stamp_of(out_dir)],
+        shard_size=node.inference.shard_size, desc=f"{name} {sv.name} " + "{split}",
+        title=f"{MODELS[name]}, {sv.name} " + "({split}, class-agnostic)",
+        categories=targets["categories"], each=class_aware)
+    if dist.is_main():
+        update_json(out_dir / "metrics.json", "speed",
+                    inference_speed(predictor, get_split(cfg.dataset, cfg.dataset.report_split),
+                                    int(node.inference.get("speed_images", 16)), device))
+    return summaries
