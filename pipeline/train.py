@@ -166,11 +166,155 @@ class WeightAverage:
                     self.state[k].copy_(v)
 
 
+class Loop:
+    """What the hooks see of a running training: the model (unwrapped), optimizer, scheduler,
+    run folder, the first iteration of this run (`start`, after a resume), `max_iter`, and
+    after each step `iter` (iterations done) and `losses` (the step's dict)."""
+
+    def __init__(self, model, optimizer, scheduler, out_dir: Path, max_iter: int, desc: str):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.out_dir, self.max_iter, self.desc = out_dir, max_iter, desc
+        self.start = self.iter = 0
+        self.losses: dict = {}
+
+
+class Hook:
+    """One concern of the training loop (detectron2's HookBase shape): called before
+    training (after a resume has set loop.start), after every step, and after training.
+    A hook with a `key` keeps `state_dict()` in the loop's checkpoints under that key."""
+    key: str | None = None
+
+    def before_train(self, loop: Loop) -> None: ...
+
+    def after_step(self, loop: Loop) -> None: ...
+
+    def after_train(self, loop: Loop) -> None: ...
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state) -> None: ...
+
+
+class AverageWeights(Hook):
+    """The returned model holds the moving average of its weights (WeightAverage); the
+    average is checkpointed with the weights, so a resume keeps it."""
+    key = "ema"
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.average = WeightAverage(model, decay)
+
+    def after_step(self, loop):
+        self.average.update(loop.model, loop.iter - 1)
+
+    def after_train(self, loop):
+        loop.model.load_state_dict(self.average.state)
+
+    def state_dict(self):
+        return self.average.state
+
+    def load_state_dict(self, state):
+        self.average.state = state
+
+
+class MetricsLog(Hook):
+    """Every `every` iterations and at the end, rank 0 appends the step's losses, the learning
+    rate and s/iteration to metrics.csv (rows past a resumed checkpoint are dropped first)
+    and to TensorBoard when it is installed."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def before_train(self, loop):
+        self.csv_path = loop.out_dir / "metrics.csv"
+        if dist.is_main():
+            _trim_csv(self.csv_path, loop.start)
+        self.csv = _CsvLog(self.csv_path)
+        self.tb = _tensorboard(loop.out_dir) if dist.is_main() else None
+        self.t0 = time.perf_counter()
+
+    def after_step(self, loop):
+        done = loop.iter
+        if done % self.every and done != loop.max_iter:
+            return
+        row = {"iteration": done,
+               **{k: round(float(v.detach()), 5) for k, v in loop.losses.items()},
+               "lr": loop.optimizer.param_groups[0]["lr"],
+               "sec_per_it": round((time.perf_counter() - self.t0) / (done - loop.start), 4)}
+        if dist.is_main():
+            self.csv.write(row)
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k != "iteration":
+                        self.tb.add_scalar(f"{loop.desc}/{k}", v, done)
+
+
+class Progress(Hook):
+    """A tqdm bar on rank 0 with the loss at each logged step."""
+
+    def __init__(self, enabled: bool, every: int):
+        self.enabled, self.every = enabled, every
+
+    def before_train(self, loop):
+        self.bar = tqdm(total=loop.max_iter, initial=loop.start, desc=loop.desc, unit="it",
+                        disable=not (self.enabled and dist.is_main()))
+
+    def after_step(self, loop):
+        if loop.iter % self.every == 0 or loop.iter == loop.max_iter:
+            self.bar.set_postfix(loss=f"{loop.losses['loss'].item():.3f}")
+        self.bar.update(1)
+
+    def after_train(self, loop):
+        self.bar.close()
+
+
+class Checkpoint(Hook):
+    """Every `every` iterations and at the end, rank 0 writes last.pt (atomic): weights,
+    optimizer, scheduler, loss scaler, iterations done and every keyed hook's state; what
+    `resume` reads back."""
+
+    def __init__(self, every: int, scaler, hooks: list[Hook]):
+        self.every, self.scaler, self.hooks = every, scaler, hooks
+
+    def after_step(self, loop):
+        if loop.iter % self.every == 0 or loop.iter == loop.max_iter:
+            self.save(loop)
+
+    def save(self, loop):
+        if not dist.is_main():
+            return
+        state = {"model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+                 "scheduler": loop.scheduler.state_dict() if loop.scheduler else None,
+                 "scaler": self.scaler.state_dict(), "iteration": loop.iter}
+        state.update({h.key: h.state_dict() for h in self.hooks if h.key})
+        save_torch(loop.out_dir / "last.pt", state)
+
+    def resume(self, loop, device) -> int:
+        """The iteration to start from: last.pt's, with everything it holds restored."""
+        last = loop.out_dir / "last.pt"
+        if not last.is_file():
+            return 0
+        ck = torch.load(last, map_location=device, weights_only=False)
+        loop.model.load_state_dict(ck["model"])
+        loop.optimizer.load_state_dict(ck["optimizer"])
+        if loop.scheduler is not None and ck.get("scheduler"):
+            loop.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck.get("scaler", {}))
+        for h in self.hooks:
+            if h.key:
+                if ck.get(h.key) is None:
+                    raise UserError(f"{last} was written without the state of '{h.key}' "
+                                    f"(on now): delete {loop.out_dir} to train again")
+                h.load_state_dict(ck[h.key])
+        log.info("resumed from %s at iteration %d", last, int(ck["iteration"]))
+        return int(ck["iteration"])
+
+
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_dir,
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
           progress: bool = True, desc: str = "train", seed: int | None = None,
-          ema: float = 0.0, max_bad_steps: int = 10) -> nn.Module:
+          ema: float = 0.0, max_bad_steps: int = 10, hooks: tuple[Hook, ...] = ()) -> nn.Module:
     """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
 
     seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
@@ -178,37 +322,24 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     resume as in an uninterrupted run.
     amp: hardware.amp (True, False or "auto"; see autocast_dtype).
     ema: > 0: the returned model holds the moving average of its weights with this decay
-    (WeightAverage); the average is checkpointed with the weights, so a resume keeps it.
+    (the AverageWeights hook).
     max_bad_steps: a step whose loss or gradient is not finite (a batch of sparse, tiny or
     noisy targets can make one) is skipped, the weights untouched; that many in a row stop
-    the run with one line saying why (UserError), never with NaN weights."""
+    the run with one line saying why (UserError), never with NaN weights.
+    hooks: more concerns, run after the weight average, metrics log and progress and before
+    the checkpoint, e.g. an evaluation every k iterations."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    last = out_dir / "last.pt"
     device = next(model.parameters()).device
     mixed = MixedPrecision(amp, device.type)
-    scaler = mixed.scaler
-    start = 0
-    average = WeightAverage(model, ema) if ema > 0 else None
-    if last.is_file():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        if scheduler is not None and ck.get("scheduler"):
-            scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck.get("scaler", {}))
-        start = int(ck["iteration"])
-        if average is not None:
-            if ck.get("ema") is None:
-                raise UserError(f"{last} was written without a weight average (ema={ema} "
-                                   f"now): delete {out_dir} to train again")
-            average.state = ck["ema"]
-        log.info("resumed from %s at iteration %d", last, start)
-    csv_path = out_dir / "metrics.csv"
-    if dist.is_main():
-        _trim_csv(csv_path, start)
-    csv_log = _CsvLog(csv_path)
-    tb = _tensorboard(out_dir) if dist.is_main() else None
+    loop = Loop(model, optimizer, scheduler, out_dir, max_iter, desc)
+    keyed = [AverageWeights(model, ema)] if ema > 0 else []
+    checkpoint = Checkpoint(ckpt_every, mixed.scaler, keyed + list(hooks))
+    # the checkpoint last: it keeps each keyed hook's state as of the iteration it saves
+    hooks = [*keyed, MetricsLog(log_every), Progress(progress, log_every), *hooks, checkpoint]
+    loop.start = loop.iter = checkpoint.resume(loop, device)
+    for h in hooks:
+        h.before_train(loop)
 
     wrapped = model
     if dist.world_size() > 1:
@@ -216,19 +347,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)
 
-    def checkpoint(iteration: int) -> None:
-        if dist.is_main():
-            save_torch(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict() if scheduler else None,
-                              "scaler": scaler.state_dict(), "iteration": iteration,
-                              "ema": average.state if average is not None else None})
-
     model.train()
-    bar = tqdm(total=max_iter, initial=start, desc=desc, unit="it",
-               disable=not (progress and dist.is_main()))
-    t0 = time.perf_counter()
     bad = skipped = 0  # non-finite steps: in a row, in all
-    for it in range(start, max_iter):
+    for it in range(loop.start, max_iter):
         if seed is not None:
             torch.manual_seed((seed * 1_000_003 + it) * 64 + dist.rank())
         with mixed.autocast():
@@ -252,31 +373,16 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
                         what)
         if scheduler is not None:
             scheduler.step()
-        if average is not None:
-            average.update(model, it)
-        done = it + 1
-        if done % log_every == 0 or done == max_iter:
-            row = {"iteration": done, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "sec_per_it": round((time.perf_counter() - t0) / (done - start), 4)}
-            if dist.is_main():
-                csv_log.write(row)
-                if tb is not None:
-                    for k, v in row.items():
-                        if k != "iteration":
-                            tb.add_scalar(f"{desc}/{k}", v, done)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.update(1)
-        if done % ckpt_every == 0 or done == max_iter:
-            checkpoint(done)
-    bar.close()
+        loop.iter, loop.losses = it + 1, losses
+        for h in hooks:
+            h.after_step(loop)
+    for h in hooks:
+        h.after_train(loop)
     if skipped:
         log.warning("%s: %d of %d iterations skipped (loss or gradient not finite)", desc,
-                    skipped, max_iter - start)
-    if average is not None:
-        model.load_state_dict(average.state)
+                    skipped, max_iter - loop.start)
     dist.broadcast_state(model)  # all ranks go on with the weights rank 0 saved
-    if start >= max_iter:
+    if loop.start >= max_iter:
         log.info("%s already finished (%d iterations) in %s", desc, max_iter, out_dir)
     return model
 

@@ -185,3 +185,41 @@ def test_training_in_bfloat16_on_a_cpu_keeps_float32_weights(tmp_path):
     assert set(seen) == {torch.float32}
     assert not torch.equal(model.weight, ref.weight)                  # bfloat16 did run
     assert torch.allclose(model.weight, ref.weight, atol=0.05)
+
+
+def test_a_hook_sees_every_step_and_its_keyed_state_survives_a_resume(tmp_path):
+    """A stage's own concern (e.g. an evaluation every k iterations) plugs into the one loop
+    as a Hook; a hook with a key is checkpointed with the weights and restored on resume."""
+    from pipeline.train import Hook
+
+    class Count(Hook):
+        key = "count"
+
+        def __init__(self):
+            self.steps, self.seen, self.ended = 0, [], False
+
+        def after_step(self, loop):
+            self.steps += 1
+            self.seen.append(loop.iter)
+
+        def after_train(self, loop):
+            self.ended = True
+
+        def state_dict(self):
+            return {"steps": self.steps}
+
+        def load_state_dict(self, state):
+            self.steps = state["steps"]
+
+    model, opt = make()
+    first = Count()
+    with pytest.raises(KeyboardInterrupt):
+        train(model, opt, step_fn(crash_at=7), tmp_path, 10, ckpt_every=5, log_every=1,
+              progress=False, hooks=(first,))
+    assert first.seen == [1, 2, 3, 4, 5, 6, 7] and not first.ended
+    model, opt = make()
+    second = Count()
+    train(model, opt, step_fn(), tmp_path, 10, ckpt_every=5, log_every=1, progress=False,
+          hooks=(second,))
+    assert second.seen == [6, 7, 8, 9, 10] and second.ended
+    assert second.steps == 10   # 5 restored from the checkpoint at 5, then 5 more
