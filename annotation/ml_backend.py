@@ -19,12 +19,14 @@ label-studio-ml-backend is only installable from its git repository.
   the unlabelled tasks again. The backend serves the folder serving.json names (else run_dir)
   and reloads when it or its model.pt changes (a new model version for Label Studio).
 
-    python -m annotation.ml_backend --run-dir outputs/cpu_sample/maskrcnn_points \
-        --document-root data --port 9090
+    python -m annotation.ml_backend <run folder>/ml_backend/serve.yaml
+
+`stage=annotate` writes serve.yaml: its resolved `annotation` config node, the device and what
+it decided (the folder served, the address, the retraining command); the backend reads its
+settings from there, the same config as the stage, not from flags of its own.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -235,31 +237,28 @@ def main(argv=None) -> int:
         print(f"stopped the labelling assistant (pid {pid})" if pid else
               f"no labelling assistant running for {argv[1]}")
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", required=True, help="a finished Mask R-CNN run folder")
-    p.add_argument("--document-root", required=True, help="Label Studio's local-files root")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9090)
-    p.add_argument("--points", type=int, default=10, help="points per box")
-    p.add_argument("--score-threshold", type=float, default=0.3,
-                   help="pre-annotation: keep instances above this score (recall first: a "
-                        "wrong box costs one key, a missed one a box and N points)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--retrain-every", type=int, default=0)
-    p.add_argument("--retrain-command", default=None)
-    a = p.parse_args(argv)
+    if len(argv) != 1:
+        print(__doc__, flush=True)
+        return 2
+    from omegaconf import OmegaConf
+    c = OmegaConf.load(argv[0])
+    a, served = c.annotation, c.serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        backend = Backend(a.run_dir, a.document_root, a.points, a.score_threshold, a.device,
-                          retrain_every=a.retrain_every, retrain_command=a.retrain_command)
+        backend = Backend(served.run_dir, a.document_root, int(a.points_per_box),
+                          float(a.assistant.score_threshold), str(c.hardware.device),
+                          retrain_every=int(a.assistant.retrain_every) if
+                          served.retrain_command else 0,
+                          retrain_command=served.retrain_command)
         backend.model()  # fail now, not at the first click
     except UserError as e:
         print(f"error: {e}", flush=True)
         return 2
-    server = serve(backend, a.host, a.port)
+    host, port = str(served.host), int(a.assistant.port)
+    server = serve(backend, host, port)
     (backend.state_dir / "server.json").write_text(json.dumps(
-        {"url": f"http://{a.host}:{a.port}", "pid": os.getpid()}))  # stop: `... stop RUN_DIR`
-    print(f"ML backend at http://{a.host}:{a.port} serving {backend.model().version}",
+        {"url": f"http://{host}:{port}", "pid": os.getpid()}))  # stop: `... stop RUN_DIR`
+    print(f"ML backend at http://{host}:{port} serving {backend.model().version}",
           flush=True)
     server.serve_forever()
     return 0

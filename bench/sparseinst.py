@@ -16,7 +16,7 @@ def main():
     import torch
     from pipeline.data.datasets import get_split
     from pipeline.data.instances import InstanceBank
-    from pipeline.models.students import MODELS, STUDENTS, StudentPredictor, inference_speed
+    from pipeline.models.students import MODELS, StudentPredictor, build_student, inference_speed
 
     torch.set_num_threads(args.threads)
     cfg = config("backbone.weights=null", "supervision.agnostic=true", *overrides)
@@ -26,14 +26,14 @@ def main():
                                                           split.coco["categories"]})
     device = torch.device("cpu")
     rows = {}
-    for name, cls in STUDENTS.items():
+    for name in MODELS:
         torch.manual_seed(0)
         # untrained weights: a score threshold of 0 keeps every candidate, so the
         # post-processing of a full output (every query / 100 detections) is timed
         mcfg = config("backbone.weights=null", "supervision.agnostic=true", *overrides,
                       f"{name}.inference.score_threshold=0.0")
         node = mcfg[name]
-        student = cls(mcfg, 1)
+        student = build_student(mcfg, 1, name)
         model = student.model
         params = sum(p.numel() for p in model.parameters())
         model.train()

@@ -16,7 +16,7 @@ def main():
     import torch
     from pipeline.data.datasets import get_split
     from pipeline.data.points import points_from_masks
-    from pipeline.models.students import STUDENTS
+    from pipeline.models.students import build_student
     from pipeline.stages.student import training
 
     torch.set_num_threads(args.threads)
@@ -36,7 +36,7 @@ def main():
         cats = sorted(c["id"] for c in data["categories"])
         mixed = training_precision(cfg, mc.train, dev)
         torch.manual_seed(0)
-        student = STUDENTS["maskrcnn"](cfg, len(cats))
+        student = build_student(cfg, len(cats), "maskrcnn")
         model = student.model.to(dev).train()
         opt, _, step = training(cfg, student, model, split, data,
                                 {c: i for i, c in enumerate(cats)}, dev)

@@ -37,3 +37,53 @@ def test_launchers_compose(tmp_path, launcher):
     assert cfg.hydra.launcher._target_.startswith("hydra")
     if launcher == "slurm_gpu":
         assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize("experiment", ["cpu_sample", "coco_r50"])
+@pytest.mark.parametrize("model", ["maskrcnn", "sparseinst", "adamixer"])
+@pytest.mark.parametrize("supervision", ["full", "points"])
+def test_every_student_node_instantiates_from_its_target(tmp_path, experiment, model,
+                                                         supervision):
+    """Each student's config node names its class (`_target_`); the object built from each
+    experiment and supervision computes a finite loss on a batch (what a typo'd key or a
+    broken _target_ would not)."""
+    import torch
+    from pipeline.models.students import MODELS, build_student
+    cfg = make_cfg(tmp_path, f"experiment={experiment}", f"model={model}",
+                   f"supervision={supervision}", "backbone.weights=null", "backbone.arch=resnet18",
+                   "hardware.device=cpu")
+    student = build_student(cfg, 2)
+    assert type(student).__name__ == str(cfg[model]._target_).rsplit(".", 1)[1]
+    assert model in MODELS
+    torch.manual_seed(0)
+    image = torch.zeros(3, 64, 64)
+    image[:, 16:40, 20:44] = 200.0
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 16:40, 20:44] = True
+    sample = {"image": image, "boxes": torch.tensor([[20.0, 16.0, 44.0, 40.0]]),
+              "labels": torch.tensor([1]), "masks": mask,
+              "points": torch.tensor([[[30.0, 28.0], [5.0, 5.0]]]),
+              "point_labels": torch.tensor([[1, 0]])}
+    student.model.train()
+    losses = student.losses(student.model, [sample], torch.device("cpu"))
+    assert torch.isfinite(losses["loss"])
+
+
+@pytest.mark.parametrize("experiment", ["cpu_sample", "coco_r50"])
+def test_every_baseline_option_instantiates_and_proposes_masks(tmp_path, experiment):
+    import numpy as np
+    from pipeline.stages.baseline import method_of
+    cfg = make_cfg(tmp_path, f"experiment={experiment}")
+    image = np.full((48, 48, 3), 30, np.uint8)
+    image[10:30, 12:34] = 220
+    for name in cfg.baseline.options:
+        proposals = method_of(cfg.baseline, name)(image)
+        assert proposals and all(m.shape == (48, 48) for m, _ in proposals), name
+
+
+def test_a_baseline_without_a_target_is_refused_in_one_line(tmp_path):
+    from pipeline.errors import UserError
+    from pipeline.stages.baseline import method_of
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(UserError, match="baseline.methods names 'nope'"):
+        method_of(cfg.baseline, "nope")

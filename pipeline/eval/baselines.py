@@ -117,5 +117,4 @@ def watershed_split(image: np.ndarray, local_block: float = 0.0, min_distance_fr
     return _components(labels, min_area_frac, max_area_frac, top_k)
 
 
-BASELINES = {"whole_image": whole_image, "colour_components": colour_components,
-             "threshold_components": threshold_components, "watershed": watershed_split}
+

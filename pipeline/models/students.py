@@ -151,8 +151,12 @@ class AdaMixerStudent:
         return res
 
 
-STUDENTS = {"maskrcnn": MaskRCNNStudent, "sparseinst": SparseInstStudent,
-            "adamixer": AdaMixerStudent}
+def build_student(cfg, num_classes: int, name: str | None = None):
+    """The student of config node `name` (default cfg.model), built from the class its
+    `_target_` names (Hydra's convention) with (cfg, num_classes): a student of one's own
+    plugs in by config, `<model>._target_=my_package.MyStudent`."""
+    from hydra.utils import get_class
+    return get_class(str(cfg[name or cfg.model]._target_))(cfg, num_classes)
 
 
 class StudentPredictor(BatchPredictor):

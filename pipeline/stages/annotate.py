@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from annotation import server as ls_server
 from annotation import tasks
 from annotation.client import connect
@@ -20,7 +22,7 @@ from annotation.prepare import assistant_dir
 from pipeline.data.coco import load_coco, scored_at_least
 from pipeline.data.datasets import get_split
 from pipeline.errors import UserError
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def retrain_command(s) -> str | None:
     return shlex.join([sys.executable, "-m", "annotation.retrain", *overrides])
 
 
-def ensure_assistant(a, client, pid: int) -> str | None:
+def ensure_assistant(a, client, pid: int, device: str = "cpu") -> str | None:
     """Start the ML backend (unless it answers already) and connect it to the project as an
     interactive backend. None, with a line saying why, when there is no trained model yet."""
     s = a.assistant
@@ -87,13 +89,13 @@ def ensure_assistant(a, client, pid: int) -> str | None:
     if serving is None:
         logfile = run_dir / "ml_backend" / "server.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "annotation.ml_backend", "--run-dir", str(run_dir),
-               "--document-root", str(a.document_root), "--host", host,
-               "--port", str(s.port), "--points", str(a.points_per_box),
-               "--score-threshold", str(s.score_threshold)]
         command = retrain_command(s) if s.retrain_every and s.retrain_command else None
-        if command:
-            cmd += ["--retrain-every", str(s.retrain_every), "--retrain-command", command]
+        conf = logfile.with_name("serve.yaml")  # the backend reads this stage's own settings
+        write_text(conf, OmegaConf.to_yaml(OmegaConf.create({
+            "annotation": OmegaConf.to_container(a, resolve=True),
+            "hardware": {"device": device},
+            "serve": {"run_dir": str(run_dir), "host": host, "retrain_command": command}})))
+        cmd = [sys.executable, "-m", "annotation.ml_backend", str(conf)]
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -159,7 +161,7 @@ def run(cfg) -> dict:
               f"({source})")
     else:
         tasks.show_version(client, pid, version)  # the queue orders by these predictions
-    assistant = ensure_assistant(a, client, pid)
+    assistant = ensure_assistant(a, client, pid, str(cfg.hardware.device))
     print(f"\nLabel Studio project {a.project!r}: {url}/projects/{pid}/data "
           f"({res['imported']} new tasks, {res['existing']} already there)\n"
           + (f"labelling assistant at {assistant}: turn on Auto-Annotation, pick the box "

@@ -5,24 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.coco import mask_to_annotation
-from pipeline.eval.baselines import BASELINES
 from pipeline.errors import UserError
 from pipeline.provenance import BATCHING, settings
 from pipeline.reporting import predict_splits
 
 
+def method_of(b, name: str):
+    """Baseline `name`: its options node's `_target_` function with the node's arguments
+    (Hydra's instantiate, partial), image -> [(mask, score)]."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    node = b.options.get(name)
+    if node is None or "_target_" not in node:
+        raise UserError(f"baseline.methods names {name!r}, which baseline.options does not "
+                        f"define with a _target_; use some of {sorted(b.options)}")
+    try:
+        return instantiate(node, _partial_=True)
+    except InstantiationException as e:
+        raise UserError(f"baseline.options.{name}: {e}") from None
+
+
 def run(cfg) -> dict:
     b = cfg.baseline
-    unknown = [m for m in b.methods if m not in BASELINES]
-    if unknown:
-        raise UserError(f"baseline.methods has unknown {unknown}; use some of {sorted(BASELINES)}")
+    methods = {m: method_of(b, m) for m in b.methods}   # every one checked before any runs
     results = {}
-    for method in b.methods:
-        fn, kwargs = BASELINES[method], dict(b.options.get(method) or {})
+    for method, fn in methods.items():
+        kwargs = settings(b.options[method])
 
-        def predict(items, fn=fn, kwargs=kwargs):
+        def predict(items, fn=fn):
             return [[mask_to_annotation(m, info["id"], 1, score=round(s, 5))
-                     for m, s in fn(arr, **kwargs)] for info, arr in items]
+                     for m, s in fn(arr)] for info, arr in items]
 
         done = predict_splits(cfg, predict, b.splits, Path(cfg.run_dir) / method,
                               prefix=method, config_key=[method, settings(kwargs, BATCHING)],

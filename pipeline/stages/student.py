@@ -23,7 +23,7 @@ from pipeline.data.loader import BatchLoader
 from pipeline.data.points import points_from_masks
 from pipeline.errors import UserError
 from pipeline.eval.coco_eval import evaluate, format_table
-from pipeline.models.students import MODELS, STUDENTS, StudentPredictor, inference_speed
+from pipeline.models.students import MODELS, StudentPredictor, build_student, inference_speed
 from pipeline.lifecycle import fit_or_load, weights_settings
 from pipeline.provenance import (BATCHING, ENGINEERING, file_identity, fingerprint,
                                  image_identities, settings, stamp_of)
@@ -137,7 +137,7 @@ def run(cfg) -> dict:
         cat_map = {c: i for i, c in enumerate(cats)}
         label_to_cat = {i + 1: c for i, c in enumerate(cats)}
     num_classes = 1 if agnostic else len(cats)
-    student = STUDENTS[name](cfg, num_classes)
+    student = build_student(cfg, num_classes)
     model = student.model.to(device)
     simulated = targets.pop("simulated_points", False)
 
