@@ -302,6 +302,6 @@ def check(cfg) -> None:
         if not ok(value):
             raise UserError(f"{key}={_show(value)} is out of range: it must be {text}")
     sv = cfg.get("supervision")
-    if sv is not None and sv.get("mask_loss") == "points" and not COUNT[0](sv.get("points")):
+    if sv is not None and "points" in sv and not COUNT[0](sv.get("points")):
         raise UserError(f"supervision.points={sv.get('points')!r} is out of range: it must be "
                         f"{COUNT[1]}")

@@ -39,9 +39,10 @@ def point_loss(mask_logits: torch.Tensor, boxes: torch.Tensor, points: torch.Ten
 
 
 class PointSupRoIHeads(RoIHeads):
-    """torchvision RoIHeads whose mask loss reads points instead of masks when asked to."""
+    """torchvision RoIHeads whose mask loss is the supervision's (pipeline/supervision.py):
+    torchvision's per-pixel loss under full masks, PointSup's point loss under points."""
 
-    mask_supervision = "full"      # "full": torchvision's per-pixel loss; "points": point_loss
+    supervision = None             # a Supervision: its roi_mask_loss trains the mask head
     drop_loss_iou = 0.0            # > 0: CutLER's DropLoss on the box classifier
 
     def select_training_samples(self, proposals, targets):
@@ -82,7 +83,7 @@ class PointSupRoIHeads(RoIHeads):
         return (ce * torch.cat(keep)).mean()
 
     def _forward(self, features, proposals, image_shapes, targets=None):
-        if not self.training or self.mask_supervision == "full":
+        if not self.training:
             return super().forward(features, proposals, image_shapes, targets)
         mask_roi_pool, self.mask_roi_pool = self.mask_roi_pool, None  # box branch only
         try:
@@ -95,11 +96,7 @@ class PointSupRoIHeads(RoIHeads):
         idx = [m[i] for m, i in zip(matched, pos)]
         x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
         logits = self.mask_predictor(x)                                       # (P, C, M, M)
-        cls = torch.cat([lab[i] for lab, i in zip(labels, pos)])
-        logits = logits[torch.arange(len(cls), device=logits.device), cls]
-        pts = torch.cat([t["points"][i] for t, i in zip(targets, idx)])
-        plab = torch.cat([t["point_labels"][i] for t, i in zip(targets, idx)])
-        losses["loss_mask"] = point_loss(logits, torch.cat(boxes), pts, plab)
+        losses["loss_mask"] = self.supervision.roi_mask_loss(logits, boxes, idx, targets)
         return result, losses
 
 
@@ -116,11 +113,12 @@ class _NoResize(GeneralizedRCNNTransform):
         return image, target
 
 
-def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str = "full",
+def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision="full",
                    fpn_channels: int = 256, mask_head_channels: int = 256,
                    box_head_dim: int = 1024, drop_loss_iou: float = 0.0,
                    **kwargs) -> MaskRCNN:
-    """num_classes excludes background. Head widths default to torchvision's; kwargs go to
+    """num_classes excludes background; supervision: a pipeline.supervision object (or its
+    kind, "full" or "points"). Head widths default to torchvision's; kwargs go to
     torchvision's MaskRCNN (box thresholds, proposals and RoIs per image, ...)."""
     from torchvision.models.detection.faster_rcnn import TwoMLPHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -136,7 +134,8 @@ def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision: str 
                                 image_std=list(PIXEL_STD))
     heads = model.roi_heads
     heads.__class__ = PointSupRoIHeads  # same state, our forward: no weights are copied
-    heads.mask_supervision = supervision
+    from pipeline.supervision import as_supervision
+    heads.supervision = as_supervision(supervision)
     heads.drop_loss_iou = float(drop_loss_iou)
     # torchvision names FPN maps '0'..'3','pool'; ours are p2..p6: pool over p2..p5
     from torchvision.ops import MultiScaleRoIAlign

@@ -23,6 +23,7 @@ from pipeline.models.maskrcnn import anchors, build_maskrcnn
 from pipeline.models.predictor import BatchPredictor
 from pipeline.models.transfiner.model import TransfinerMaskRCNN, TransfinerParams
 from pipeline.ops.guided_filter import guided_filter
+from pipeline.supervision import build_supervision
 
 MODELS = {"maskrcnn": "Mask R-CNN", "sparseinst": "SparseInst", "adamixer": "AdaMixer"}
 
@@ -33,9 +34,9 @@ class MaskRCNNStudent:
 
     def __init__(self, cfg, num_classes):
         mc, sv = cfg.maskrcnn, cfg.supervision
-        self.cfg, self.mask_loss = cfg, sv.mask_loss
+        self.cfg, self.supervision = cfg, build_supervision(sv)
         self.model = build_maskrcnn(
-            build_backbone(cfg.backbone), num_classes, supervision=sv.mask_loss,
+            build_backbone(cfg.backbone), num_classes, supervision=self.supervision,
             fpn_channels=mc.fpn_channels,
             mask_head_channels=mc.mask_head_channels, box_head_dim=mc.box_head_dim,
             box_batch_size_per_image=mc.rois_per_image,
@@ -46,22 +47,14 @@ class MaskRCNNStudent:
         if str(mc.get("refine", "none")) == "transfiner":
             self.model = TransfinerMaskRCNN(self.model,
                                             TransfinerParams.from_config(mc.transfiner),
-                                            mc.fpn_channels, sv.mask_loss)
+                                            mc.fpn_channels, self.supervision)
 
     def optimizer(self, t, params):
         return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
     def losses(self, m, samples, device) -> dict:
         images = [s["image"].to(device) / 255.0 for s in samples]
-        tg = []
-        for s in samples:
-            d = {"boxes": s["boxes"].to(device), "labels": (s["labels"] + 1).to(device)}
-            if self.mask_loss == "full":
-                d["masks"] = s["masks"].to(device, torch.uint8)
-            else:
-                d["points"] = s["points"].to(device)
-                d["point_labels"] = s["point_labels"].to(device)
-            tg.append(d)
+        tg = [self.supervision.sample_targets(s, device, label_offset=1) for s in samples]
         losses = m(images, tg)
         losses["loss"] = sum(losses.values())
         return losses
@@ -77,7 +70,7 @@ class SparseInstStudent:
 
     def __init__(self, cfg, num_classes):
         c = cfg.sparseinst
-        self.cfg, self.mask_loss = cfg, cfg.supervision.mask_loss
+        self.cfg, self.supervision = cfg, build_supervision(cfg.supervision)
         self.model = si.SparseInst(build_backbone(cfg.backbone), num_classes,
                                    channels=c.encoder_channels, dim=c.decoder_dim,
                                    num_queries=c.num_queries, kernel_dim=c.kernel_dim,
@@ -93,9 +86,9 @@ class SparseInstStudent:
     def losses(self, m, samples, device) -> dict:
         images, _ = pad_batch(samples)
         out = m(normalize(images.to(device)))
+        # SparseInst's whole loss (matching included) differs by kind: its own two branches
         return si.sparseinst_loss(out, samples, images.shape[-2:], self.weights,
-                                  "full" if self.mask_loss == "full" else "points",
-                                  images.to(device))
+                                  self.supervision.kind, images.to(device))
 
     def predict(self, batch, shape, c):
         hp, wp = [-(-d // 32) * 32 for d in shape]
@@ -121,10 +114,10 @@ class AdaMixerStudent:
 
     def __init__(self, cfg, num_classes):
         c = cfg.adamixer
-        self.cfg, self.mask_loss = cfg, cfg.supervision.mask_loss
+        self.cfg, self.supervision = cfg, build_supervision(cfg.supervision)
         self.model = am.AdaMixer(
             build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
-            supervision="full" if self.mask_loss == "full" else "points",
+            supervision=self.supervision,
             loss_weights=dataclass_from(am.AdaMixerLossWeights, c.loss))
         self.params = dataclass_from(am.InferenceParams, c.inference)
 
@@ -134,9 +127,7 @@ class AdaMixerStudent:
     def losses(self, m, samples, device) -> dict:
         images, _ = pad_batch(samples)
         sizes = torch.tensor([list(s["image"].shape[1:]) for s in samples], device=device)
-        keys = ("labels", "boxes", "masks") if self.mask_loss == "full" else \
-            ("labels", "boxes", "points", "point_labels")
-        targets = [{k: s[k].to(device) for k in keys} for s in samples]
+        targets = [self.supervision.sample_targets(s, device) for s in samples]
         return m(normalize(images.to(device)), sizes, targets)
 
     def predict(self, batch, shape, c):

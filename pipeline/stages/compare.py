@@ -38,7 +38,7 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         mine = job / "config.yaml"
         c = OmegaConf.load(mine if mine.is_file() else cfg_file)
         sv = c.supervision
-        n_points = int(sv.get("points", 0) or 0) if sv.mask_loss == "points" else 0
+        n_points = int(sv.get("points", 0) or 0)  # only point supervision has the key
         measured = None
         if sv.get("annotations") and Path(str(sv.annotations)).is_file() and sv.name == "points":
             measured = measured_lead_time(read_json(sv.annotations))

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from pipeline import dist
-from pipeline.data.coco import load_coco, save_coco
+from pipeline.data.coco import save_coco
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank
 from pipeline.data.loader import BatchLoader
-from pipeline.data.points import points_from_masks
 from pipeline.errors import UserError
 from pipeline.eval.coco_eval import evaluate, format_table
 from pipeline.models.students import MODELS, StudentPredictor, build_student, inference_speed
@@ -28,6 +27,7 @@ from pipeline.lifecycle import fit_or_load, weights_settings
 from pipeline.provenance import (BATCHING, ENGINEERING, file_identity, fingerprint,
                                  image_identities, settings, stamp_of)
 from pipeline.reporting import predict_splits, update_json
+from pipeline.supervision import build_supervision
 from pipeline.train import lr_schedule, precision, stage_amp, train
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,9 @@ GUARDED = True  # nothing enters the run folder before the weights' guard passes
 
 
 def training_targets(cfg, split) -> tuple[dict, bool]:
-    """The COCO dict to train on, and whether it is class-agnostic."""
-    sv = cfg.supervision
-    if sv.annotations:
-        data = load_coco(sv.annotations, f"supervision={sv.name} annotations")
-    elif not split.has_gt:
-        raise UserError(f"supervision={sv.name} needs ground truth in split {split.name!r} or "
-                        f"supervision.annotations=<COCO file>")
-    else:
-        data = split.coco
-    if sv.mask_loss == "points" and data["annotations"] and \
-            "point_coords" not in data["annotations"][0]:
-        data = points_from_masks(data, n=int(sv.points), seed=int(sv.point_seed))
-        data["simulated_points"] = True  # saved beside the weights once the guard passed
-    return data, bool(sv.agnostic)
+    """The COCO dict to train on (the supervision's: pipeline/supervision.py), and whether
+    it is class-agnostic."""
+    return build_supervision(cfg.supervision).training_coco(split), bool(cfg.supervision.agnostic)
 
 
 def model_name(cfg) -> str:

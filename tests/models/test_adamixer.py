@@ -196,7 +196,7 @@ def test_mask_loss_full_and_points():
          "points": torch.tensor([[[4.5, 4.5], [28.5, 28.5]]]),
          "point_labels": torch.tensor([[1.0, 0.0]])}
     objects = [torch.tensor([0, 0])]
-    full = mask_loss(logits, boxes, objects, [t], "full")
+    full = mask_loss(logits, boxes, objects, [t], "full")   # the kind stands for the object
     pts = mask_loss(logits, boxes, objects, [t], "points")
     assert full.item() == pytest.approx(math.log(2), rel=1e-4)   # logits 0: BCE log 2
     assert pts.item() == pytest.approx(math.log(2) * 3 / 4, rel=1e-4)  # 1 of 4 points outside

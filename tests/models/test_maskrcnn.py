@@ -139,3 +139,30 @@ def test_drop_loss_leaves_out_rois_on_no_pseudo_label():
                             "labels": torch.tensor([1]),
                             "masks": torch.ones(1, 64, 64, dtype=torch.uint8)}])
     assert torch.isfinite(losses["loss_classifier"])
+
+
+def test_the_mask_head_is_trained_by_the_supervision_object_it_is_given():
+    """Mask R-CNN asks its supervision for the mask loss (pipeline/supervision.py): under full
+    masks the same value as torchvision's own per-pixel path, under points PointSup's."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from pipeline.supervision import FullMasks, Points
+    img = torch.full((3, 64, 64), 0.2)
+    img[:, 16:48, 12:40] = 0.9
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 16:48, 12:40] = 1
+    target = {"boxes": torch.tensor([[12.0, 16.0, 40.0, 48.0]]), "labels": torch.tensor([1]),
+              "masks": mask, "points": torch.tensor([[[20.5, 30.5], [2.5, 2.5]]]),
+              "point_labels": torch.tensor([[1.0, 0.0]])}
+
+    def loss(supervision, torchvision_path=False):
+        torch.manual_seed(0)
+        model = build_maskrcnn(ResNetFeatures("resnet18"), 1, supervision, fpn_channels=16,
+                               mask_head_channels=16, box_head_dim=32).train()
+        if torchvision_path:
+            model.roi_heads._forward = lambda *a: RoIHeads.forward(model.roi_heads, *a)
+        torch.manual_seed(1)
+        return model([img], [target])["loss_mask"]
+
+    ours = loss(FullMasks())
+    assert ours.item() == pytest.approx(loss("full", torchvision_path=True).item(), rel=1e-6)
+    assert loss(Points()).item() != pytest.approx(ours.item(), rel=1e-3)

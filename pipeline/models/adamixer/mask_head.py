@@ -16,11 +16,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.roi_heads import maskrcnn_loss, paste_masks_in_image
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import roi_align
 
 from pipeline.models.adamixer.boxes import xyxy_to_xyzr
-from pipeline.models.maskrcnn import point_loss
 
 
 def select_levels(boxes: torch.Tensor, strides, roi_size: int) -> torch.Tensor:
@@ -71,21 +70,13 @@ class MaskHead(nn.Module):
 
 
 def mask_loss(logits: torch.Tensor, boxes: list[torch.Tensor], objects: list[torch.Tensor],
-              targets: list[dict], supervision: str) -> torch.Tensor:
+              targets: list[dict], supervision) -> torch.Tensor:
     """logits (sum K_i, C, M, M) of the training boxes, boxes [(K_i, 4)], objects [(K_i,)]
     each box's object in its image's targets ('labels', and 'masks' (M_i, h, w) or 'points'
-    (M_i, P, 2) + 'point_labels' (M_i, P))."""
-    if not len(logits):
-        return logits.sum() * 0
-    labels = [t["labels"][o] for t, o in zip(targets, objects)]
-    if supervision == "full":
-        return maskrcnn_loss(logits, boxes, [t["masks"] for t in targets],
-                             [t["labels"] for t in targets], objects)
-    cls = torch.cat(labels)
-    chosen = logits[torch.arange(len(cls), device=logits.device), cls]
-    pts = torch.cat([t["points"][o] for t, o in zip(targets, objects)])
-    lab = torch.cat([t["point_labels"][o] for t, o in zip(targets, objects)])
-    return point_loss(chosen, torch.cat(boxes), pts, lab)
+    (M_i, P, 2) + 'point_labels' (M_i, P)): the supervision's loss (pipeline/supervision.py;
+    its kind, "full" or "points", also does)."""
+    from pipeline.supervision import as_supervision
+    return as_supervision(supervision).roi_mask_loss(logits, boxes, objects, targets)
 
 
 def paste(logits: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, shape

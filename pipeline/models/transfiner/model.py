@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from pipeline.models.params import dataclass_from
 from pipeline.models.transfiner import quadtree
@@ -141,9 +140,11 @@ class TransfinerMaskRCNN(nn.Module):
     coarse mask (the project's design; the paper trains on full masks)."""
 
     def __init__(self, maskrcnn: nn.Module, params: TransfinerParams, channels: int,
-                 supervision: str = "full"):
+                 supervision="full"):
         super().__init__()
-        self.maskrcnn, self.p, self.supervision = maskrcnn, params, supervision
+        from pipeline.supervision import as_supervision
+        self.maskrcnn, self.p = maskrcnn, params
+        self.supervision = as_supervision(supervision)
         self.refiner = TransfinerRefiner(channels, params)
 
     def forward(self, images, targets=None):
@@ -187,17 +188,10 @@ class TransfinerMaskRCNN(nn.Module):
         if len(flat) == 0:
             return {"loss_incoherence": zero, "loss_refine": zero}
         roi_features, coarse = self._coarse(features, boxes, image_sizes, classes)
-        fine = points = point_labels = None
-        if self.supervision == "full":
-            size = 2 * self.p.sizes[-1]  # one level finer than the finest node
-            fine = torch.cat([roi_align(t["masks"][:, None].float(),
-                                        torch.cat([g[:, None].to(b), b], 1), (size, size), 1.0)
-                              for t, g, b in zip(targets, gt_idx, boxes) if len(b)])[:, 0] >= 0.5
-        else:
-            points = torch.cat([t["points"][g] for t, g in zip(targets, gt_idx)])
-            point_labels = torch.cat([t["point_labels"][g] for t, g in zip(targets, gt_idx)])
+        # full masks: the masks one level finer than the finest node; points: the points
+        t = self.supervision.roi_targets(targets, gt_idx, boxes, 2 * self.p.sizes[-1])
         return transfiner_losses(self.refiner, features, image_of_roi, flat, roi_features, coarse,
-                                 fine, points, point_labels)
+                                 t.get("masks"), t.get("points"), t.get("point_labels"))
 
     @torch.no_grad()
     def refine(self, features, image_sizes, dets) -> list[dict]:
