@@ -42,8 +42,21 @@ class PointSupRoIHeads(RoIHeads):
     """torchvision RoIHeads whose mask loss is the supervision's (pipeline/supervision.py):
     torchvision's per-pixel loss under full masks, PointSup's point loss under points."""
 
-    supervision = None             # a Supervision: its roi_mask_loss trains the mask head
-    drop_loss_iou = 0.0            # > 0: CutLER's DropLoss on the box classifier
+    def __init__(self, *args, supervision=None, drop_loss_iou: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supervision = supervision        # a Supervision: its roi_mask_loss trains masks
+        self.drop_loss_iou = drop_loss_iou    # > 0: CutLER's DropLoss on the box classifier
+
+    @classmethod
+    def replacing(cls, h: RoIHeads, **kwargs) -> "PointSupRoIHeads":
+        """These heads in place of torchvision's `h` (MaskRCNN builds its RoIHeads itself):
+        the same modules and settings, no weight created or copied."""
+        return cls(h.box_roi_pool, h.box_head, h.box_predictor,
+                   h.proposal_matcher.high_threshold, h.proposal_matcher.low_threshold,
+                   h.fg_bg_sampler.batch_size_per_image, h.fg_bg_sampler.positive_fraction,
+                   h.box_coder.weights, h.score_thresh, h.nms_thresh, h.detections_per_img,
+                   mask_roi_pool=h.mask_roi_pool, mask_head=h.mask_head,
+                   mask_predictor=h.mask_predictor, **kwargs)
 
     def select_training_samples(self, proposals, targets):
         out = super().select_training_samples(proposals, targets)
@@ -132,11 +145,10 @@ def build_maskrcnn(backbone: ResNetFeatures, num_classes: int, supervision="full
         **kwargs)
     model.transform = _NoResize(min_size=1, max_size=100000, image_mean=list(PIXEL_MEAN),
                                 image_std=list(PIXEL_STD))
-    heads = model.roi_heads
-    heads.__class__ = PointSupRoIHeads  # same state, our forward: no weights are copied
     from pipeline.supervision import as_supervision
-    heads.supervision = as_supervision(supervision)
-    heads.drop_loss_iou = float(drop_loss_iou)
+    heads = model.roi_heads = PointSupRoIHeads.replacing(
+        model.roi_heads, supervision=as_supervision(supervision),
+        drop_loss_iou=float(drop_loss_iou))
     # torchvision names FPN maps '0'..'3','pool'; ours are p2..p6: pool over p2..p5
     from torchvision.ops import MultiScaleRoIAlign
     heads.box_roi_pool = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)
