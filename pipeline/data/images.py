@@ -104,11 +104,6 @@ def read_rgb(path) -> np.ndarray:
 LINK_PROBLEMS = ("link target missing", "symbolic link loop")
 
 
-def list_images(folder) -> list[str]:
-    """Image files under `folder`, recursively, as sorted paths relative to it."""
-    return scan_images(folder)[0]
-
-
 def scan_images(folder) -> tuple[list[str], list[dict]]:
     """(image files under `folder`, recursively, sorted and relative to it; the files left
     out and why: dangling links, link loops, other extensions). Hidden files are ignored."""

@@ -49,25 +49,3 @@ def matrix_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor |
     return scores * decay.min(dim=1).values
 
 
-def matrix_nms_reference(masks, scores, kernel="gaussian", sigma=2.0):
-    """Loop version for one image, written from the definition; used by tests and benchmarks."""
-    n = masks.shape[0]
-    m = masks.float()
-    iou = torch.zeros(n, n)
-    for i in range(n):
-        for j in range(i + 1, n):
-            inter = (m[i] * m[j]).sum()
-            union = m[i].sum() + m[j].sum() - inter
-            iou[i, j] = inter / max(float(union), 1e-6)
-    out = scores.clone().float()
-    for j in range(n):
-        d = 1.0
-        for i in range(j):
-            comp_i = max([float(iou[k, i]) for k in range(i)], default=0.0)
-            if kernel == "gaussian":
-                f = float(torch.exp(torch.tensor(-sigma * (float(iou[i, j]) ** 2 - comp_i ** 2))))
-            else:
-                f = (1 - float(iou[i, j])) / max(1 - comp_i, 1e-6)
-            d = min(d, f)
-        out[j] = scores[j] * d
-    return out

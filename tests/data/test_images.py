@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.images import ImageReadError, list_images, read_rgb
+from pipeline.data.images import ImageReadError, read_rgb, scan_images
 
 
 def save(path, arr, mode=None, **kw):
@@ -79,4 +79,4 @@ def test_list_images_recursive_sorted(tmp_path):
     (tmp_path / "b").mkdir()
     for name in ["b/2.png", "1.JPG", "notes.txt", ".hidden.png"]:
         (tmp_path / name).write_bytes(b"x")
-    assert list_images(tmp_path) == ["1.JPG", "b/2.png"]
+    assert scan_images(tmp_path)[0] == ["1.JPG", "b/2.png"]
