@@ -26,7 +26,8 @@ def main():
             ("full", False, args.workers)]
     for sup, cache, workers in plan:
         # the stage's own training step under each setting (supervision, cache, workers)
-        cfg = config(*overrides, f"supervision={sup}", f"maskrcnn.train.cache_images={cache}",
+        cfg = config("backbone.weights=null", *overrides, f"supervision={sup}",
+                     f"maskrcnn.train.cache_images={cache}",
                      f"hardware.loader_workers={workers}",
                      f"maskrcnn.train.max_iter={args.iters + 2}")
         mc = cfg.maskrcnn
