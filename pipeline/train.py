@@ -170,7 +170,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
           progress: bool = True, desc: str = "train", seed: int | None = None,
-          ema: float = 0.0, max_bad_steps: int = 10) -> nn.Module:
+          ema: float = 0.0, max_bad_steps: int = 10, keep=()) -> nn.Module:
     """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
 
     seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
@@ -181,7 +181,10 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     (WeightAverage); the average is checkpointed with the weights, so a resume keeps it.
     max_bad_steps: a step whose loss or gradient is not finite (a batch of sparse, tiny or
     noisy targets can make one) is skipped, the weights untouched; that many in a row stop
-    the run with one line saying why (UserError), never with NaN weights."""
+    the run with one line saying why (UserError), never with NaN weights.
+    keep: iterations whose weights (the moving average where ema > 0: what would predict)
+    are also kept as `out_dir/ckpt_{iteration:07d}.pt`, e.g. for a convergence curve
+    (bench/convergence.py); last.pt is overwritten, these are not."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
@@ -269,6 +272,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
         bar.update(1)
         if done % ckpt_every == 0 or done == max_iter:
             checkpoint(done)
+        if done in keep and dist.is_main():
+            save_torch(out_dir / f"ckpt_{done:07d}.pt",
+                       average.state if average is not None else model.state_dict())
     bar.close()
     if skipped:
         log.warning("%s: %d of %d iterations skipped (loss or gradient not finite)", desc,
