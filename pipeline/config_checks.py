@@ -223,6 +223,9 @@ RULES = {
                           "points_per_instance")},
     **{k: _port() for k in ("annotation.port", "annotation.assistant.port")},
     **{k: _list_of(COUNT) for k in ("*.train.sizes", "maskrcnn.anchor_sizes")},
+    "*.train.keep_checkpoints": ((lambda v: isinstance(v, (list, tuple, ListConfig)) and
+                                  all(COUNT[0](x) for x in v)),
+                                 "a list of iterations (may be empty)"),
     **{k: _pair_range(COUNT) for k in ("dataset.generate.object_size",
                                        "dataset.generate.objects")},
     "pretrain.crop_scale": _pair_range(_num(0, 1, lo_open=True)),

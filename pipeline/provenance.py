@@ -18,7 +18,8 @@ from pipeline.io import read_json, write_json
 
 STAMP = "inputs.json"
 # settings that change how an artefact is made, never what it holds
-ENGINEERING = ("log_every", "ckpt_every", "overwrite", "cache_images", "workers")
+ENGINEERING = ("log_every", "ckpt_every", "overwrite", "cache_images", "workers",
+               "keep_checkpoints")
 # ... and, for per-image predictions only, how images are grouped (outputs are per image)
 # and how many are timed for the speed column
 BATCHING = ENGINEERING + ("batch_size", "shard_size", "splits", "speed_images")

@@ -217,6 +217,21 @@ class AverageWeights(Hook):
         self.average.state = state
 
 
+class KeepWeights(Hook):
+    """At the given iterations rank 0 also keeps the weights that would predict (the moving
+    average where one is kept) as `ckpt_{iteration:07d}.pt`: last.pt is overwritten, these
+    are not (a convergence curve from one run: bench/convergence.py)."""
+
+    def __init__(self, iterations, average: AverageWeights | None = None):
+        self.iterations, self.average = {int(i) for i in iterations}, average
+
+    def after_step(self, loop):
+        if loop.iter in self.iterations and dist.is_main():
+            save_torch(loop.out_dir / f"ckpt_{loop.iter:07d}.pt",
+                       self.average.average.state if self.average is not None
+                       else loop.model.state_dict())
+
+
 class MetricsLog(Hook):
     """Every `every` iterations and at the end, rank 0 appends the step's losses, the learning
     rate and s/iteration to metrics.csv (rows past a resumed checkpoint are dropped first)
@@ -314,7 +329,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
           max_iter: int, ckpt_every: int = 100, log_every: int = 10,
           scheduler=None, amp: bool = False, grad_clip: float = 0.0,
           progress: bool = True, desc: str = "train", seed: int | None = None,
-          ema: float = 0.0, max_bad_steps: int = 10, hooks: tuple[Hook, ...] = ()) -> nn.Module:
+          ema: float = 0.0, max_bad_steps: int = 10, keep=(),
+          hooks: tuple[Hook, ...] = ()) -> nn.Module:
     """Run iterations [start, max_iter) where start comes from `out_dir/last.pt` if present.
 
     seed: the global RNG is reseeded from (seed, iteration, rank) before every step, so
@@ -326,6 +342,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     max_bad_steps: a step whose loss or gradient is not finite (a batch of sparse, tiny or
     noisy targets can make one) is skipped, the weights untouched; that many in a row stop
     the run with one line saying why (UserError), never with NaN weights.
+    keep: iterations whose weights are also kept (the KeepWeights hook).
     hooks: more concerns, run after the weight average, metrics log and progress and before
     the checkpoint, e.g. an evaluation every k iterations."""
     out_dir = Path(out_dir)
@@ -336,7 +353,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, out_di
     keyed = [AverageWeights(model, ema)] if ema > 0 else []
     checkpoint = Checkpoint(ckpt_every, mixed.scaler, keyed + list(hooks))
     # the checkpoint last: it keeps each keyed hook's state as of the iteration it saves
-    hooks = [*keyed, MetricsLog(log_every), Progress(progress, log_every), *hooks, checkpoint]
+    kept = [KeepWeights(keep, keyed[0] if keyed else None)] if keep else []
+    hooks = [*keyed, MetricsLog(log_every), Progress(progress, log_every), *kept, *hooks,
+             checkpoint]
     loop.start = loop.iter = checkpoint.resume(loop, device)
     for h in hooks:
         h.before_train(loop)

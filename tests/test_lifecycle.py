@@ -9,6 +9,7 @@ from pipeline.data.coco import make_coco, mask_to_annotation
 from pipeline.data.datasets import Split
 from pipeline.errors import UserError
 from pipeline.lifecycle import fit_or_load, weights_settings
+from pipeline.provenance import ENGINEERING
 from tests.conftest import make_cfg
 
 
@@ -108,8 +109,7 @@ def test_every_setting_reaches_the_weights_fingerprint_or_is_declared(tmp_path, 
     missed = []
     for name, value in _leaves(OmegaConf.to_container(cfg[node], resolve=True)):
         if any(name == d or name.startswith(d + ".") for d in declared) or \
-                name.split(".")[-1] in ("log_every", "ckpt_every", "overwrite", "cache_images",
-                                        "workers"):
+                name.split(".")[-1] in ENGINEERING:
             continue
         changed = cfg.copy()
         with open_dict(changed):

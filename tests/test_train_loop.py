@@ -152,6 +152,27 @@ def test_weight_average_is_the_moving_average_of_the_iterates_and_resumes(tmp_pa
     assert torch.equal(model.weight, ref.weight)
 
 
+def test_kept_checkpoints_hold_the_weights_of_their_iteration(tmp_path):
+    """keep={k}: ckpt_k.pt holds the weights after k iterations (the average under ema), the
+    same as a run stopped there; a resumed run still writes the kept ones it had not reached,
+    and last.pt alone is overwritten."""
+    for ema in (0.0, 0.9):
+        short, opt = make()
+        train(short, opt, step_fn(), tmp_path / f"short{ema}", 7, progress=False, ema=ema)
+        model, opt = make()
+        with pytest.raises(KeyboardInterrupt):
+            train(model, opt, step_fn(crash_at=9), tmp_path / f"run{ema}", 20, ckpt_every=5,
+                  progress=False, ema=ema, keep={7, 15})
+        model, opt = make()
+        train(model, opt, step_fn(), tmp_path / f"run{ema}", 20, ckpt_every=5,
+              progress=False, ema=ema, keep={7, 15})
+        kept = sorted(p.name for p in (tmp_path / f"run{ema}").glob("ckpt_*.pt"))
+        assert kept == ["ckpt_0000007.pt", "ckpt_0000015.pt"]
+        at7 = torch.load(tmp_path / f"run{ema}" / "ckpt_0000007.pt", weights_only=True)
+        assert torch.equal(at7["weight"], short.weight.detach())
+        assert not torch.equal(at7["weight"], model.weight.detach())
+
+
 def test_reduced_precision_is_bfloat16_on_a_cpu_and_auto_asks_the_cpu(monkeypatch):
     from pipeline import train as loop
     assert loop.autocast_dtype(False, "cpu") is None

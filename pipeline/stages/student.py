@@ -40,6 +40,15 @@ def training_targets(cfg, split) -> tuple[dict, bool]:
     return build_supervision(cfg.supervision).training_coco(split), bool(cfg.supervision.agnostic)
 
 
+def label_maps(targets, agnostic) -> tuple[dict, dict, int]:
+    """(category id -> training label - 1, predicted label -> category id, class count)."""
+    cats = sorted(c["id"] for c in targets["categories"])
+    if agnostic:
+        return {c: 0 for c in cats}, {1: 1}, 1
+    return ({c: i for i, c in enumerate(cats)}, {i + 1: c for i, c in enumerate(cats)},
+            len(cats))
+
+
 def model_name(cfg) -> str:
     name = str(cfg.get("model", "maskrcnn"))
     if name not in MODELS:
@@ -119,13 +128,7 @@ def run(cfg) -> dict:
     torch.manual_seed(cfg.seed)
     split = get_split(cfg.dataset, node.train_split)
     targets, agnostic = training_targets(cfg, split)
-    cats = sorted(c["id"] for c in targets["categories"])
-    if agnostic:
-        cat_map, label_to_cat = {c: 0 for c in cats}, {1: 1}
-    else:
-        cat_map = {c: i for i, c in enumerate(cats)}
-        label_to_cat = {i + 1: c for i, c in enumerate(cats)}
-    num_classes = 1 if agnostic else len(cats)
+    cat_map, label_to_cat, num_classes = label_maps(targets, agnostic)
     student = build_student(cfg, num_classes)
     model = student.model.to(device)
     simulated = targets.pop("simulated_points", False)
@@ -142,7 +145,8 @@ def run(cfg) -> dict:
         return train(model, opt, step, out_dir, t.max_iter, ckpt_every=t.ckpt_every,
                      log_every=t.log_every, scheduler=sched, amp=stage_amp(cfg, t),
                      grad_clip=t.grad_clip, progress=cfg.progress, seed=int(cfg.seed),
-                     desc=f"{name} {sv.name}", ema=float(t.get("ema", 0.0)))
+                     desc=f"{name} {sv.name}", ema=float(t.get("ema", 0.0)),
+                     keep=[int(k) for k in t.get("keep_checkpoints") or ()])
 
     fit_or_load(out_dir, weights_fingerprint(cfg, split, targets), fit,
                 save=lambda m: m.state_dict(), on_guarded=keep_points,
