@@ -1,5 +1,6 @@
 """Stage `baseline`: the no-learning mask proposals a user would try first, so every table
-shows what "no learning" scores. Each method of `baseline.methods` writes baseline/<method>/."""
+shows what "no learning" scores, and a pseudo-label source the chooser (stage=choose) weighs
+against the learned ones. Each method of `baseline.methods` writes baseline/<method>/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,8 @@ def run(cfg) -> dict:
                      for m, s in fn(arr, **kwargs)] for info, arr in items]
 
         out_dir = Path(cfg.run_dir) / method
-        for split_name in b.splits:
+        # the pseudo-label images (source_splits: no ground truth needed) and the eval splits
+        for split_name in dict.fromkeys([*b.get("source_splits", []), *b.splits]):
             split = get_split(cfg.dataset, split_name)
             out_json = out_dir / f"{method}_{split_name}.json"
             coco, skipped = run_sharded(split, predict, out_json, out_dir / "shards" / split_name,
