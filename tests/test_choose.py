@@ -65,8 +65,9 @@ def test_the_source_the_others_agree_with_is_the_accurate_one():
 
 def test_a_family_votes_once_and_never_for_itself():
     # two files of one method with the same errors agree perfectly with each other
-    sources = {"accurate": source(exact), "rough": source(partial(1, 2)),
-               "junk 1": source(junk(3)), "junk 2": source(junk(3))}
+    sources = {"accurate": source(exact), "rough A": source(partial(1, 2)),
+               "rough B": source(partial(3, -2)), "junk 1": source(junk(3)),
+               "junk 2": source(junk(3))}
     assert choose.choose(sources)["winner"] in ("junk 1", "junk 2")   # no families: fooled
     res = choose.choose(sources, {"junk 1": "junk", "junk 2": "junk"})
     assert res["winner"] == "accurate"
