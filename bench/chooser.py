@@ -31,7 +31,7 @@ def main():
 
     from annotation.source_scores import rank_sources
     from pipeline import choose
-    from pipeline.data.coco import load_coco, subset_images
+    from pipeline.data.coco import load_coco, scored_at_least, subset_images
     from pipeline.data.datasets import get_split
     from pipeline.data.points import points_from_masks
     from pipeline.eval.coco_eval import evaluate
@@ -45,7 +45,8 @@ def main():
         raise SystemExit(f"no source of choose.sources in {cfg.paths.work_dir}: run "
                          f"make pseudo-labels ARGS='dataset={cfg.dataset.name}' first")
     split = get_split(cfg.dataset, c.split)
-    loaded = {n: load_coco(p) for n, p in found.items()}
+    low = dict(c.get("min_score") or {})        # as stage=choose weighs them
+    loaded = {n: scored_at_least(load_coco(p), float(low.get(n, 0.0))) for n, p in found.items()}
     aligned = choose.align({"ground truth": split.coco, **loaded})   # ids of the split
     gt = dict(split.coco, images=aligned["ground truth"]["images"])
     sources = {n: aligned[n] for n in loaded}
