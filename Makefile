@@ -40,9 +40,11 @@ pseudo-labels: $(STAMP)
 	$(RUN) stage=pretrain
 	$(RUN) stage=freemask
 	@# SOLO stops when no free mask is confident: the report then says what the masks look like
-	$(RUN) stage=solo || { $(RUN) stage=report; exit 1; }
+	$(RUN) stage=solo || { $(RUN) stage=baseline; $(RUN) stage=choose; $(RUN) stage=report; exit 1; }
 	$(RUN) stage=freemask freemask.method=freesolo run_name=freemask_freesolo freemask.splits=[]
 	$(RUN) stage=baseline
+	@# one source for the dataset from no ground truth: choose/chosen_pseudo_labels.json
+	$(RUN) stage=choose
 	$(RUN) stage=report
 
 # What the label-free half makes of real photographs (scikit-image's, no ground truth):

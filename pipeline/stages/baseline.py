@@ -1,5 +1,6 @@
 """Stage `baseline`: the no-learning mask proposals a user would try first, so every table
-shows what "no learning" scores. Each method of `baseline.methods` writes baseline/<method>/."""
+shows what "no learning" scores, and a pseudo-label source the chooser (stage=choose) weighs
+against the learned ones. Each method of `baseline.methods` writes baseline/<method>/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,9 @@ def run(cfg) -> dict:
             return [[mask_to_annotation(m, info["id"], 1, score=round(s, 5))
                      for m, s in fn(arr)] for info, arr in items]
 
-        done = predict_splits(cfg, predict, b.splits, Path(cfg.run_dir) / method,
+        # the pseudo-label images (source_splits: no ground truth needed) and the eval splits
+        done = predict_splits(cfg, predict, [*b.get("source_splits", []), *b.splits],
+                              Path(cfg.run_dir) / method,
                               prefix=method, config_key=[method, settings(kwargs, BATCHING)],
                               shard_size=b.shard_size, desc=method + " {split}",
                               title=method + " ({split})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pipeline import choose
 from pipeline.data.coco import load_coco
 from pipeline.eval import label_free
 from pipeline.eval.coco_eval import format_table
@@ -55,6 +56,9 @@ def run(cfg) -> dict:
                  f"pseudo-labels look like instead:")
     described, warned = describe_sources(cfg)
     table += "\n\n" + described
+    picked = describe_choice(r.get("choice"))
+    if picked:
+        table += "\n\n" + picked
     print("\n" + table + "\n")
     out_dir = Path(cfg.run_dir)
     write_text(out_dir / "table.md", table + "\n")
@@ -104,3 +108,16 @@ def describe_sources(cfg) -> tuple[str, list[str]]:
                        "supervised checkpoint (backbone.weights=) or label points "
                        "(make annotate) before training on these.")
     return "\n".join(lines), warned
+
+
+def describe_choice(path) -> str:
+    """The pseudo-label source stage=choose picked (choice.json), or "" when it has not run."""
+    if not path or not Path(path).is_file():
+        return ""
+    result = read_json(path, "report.choice")
+    text = choose.describe(result)
+    changed = choose.stale_inputs(result)
+    if changed:
+        text += (f"\nNOTE: {', '.join(changed)} changed since this pick; rerun "
+                 f"python -m pipeline stage=choose")
+    return text

@@ -72,9 +72,19 @@ def self_training_filter(coco: dict, st, width_of, previous: dict | None = None)
                      {"description": "weakseg pseudo-labels (self-supervised SOLO)"})
 
 
-def confident_targets(coco: dict, min_score: float, path) -> dict:
+def confident_targets(coco: dict, min_score: float, path, quantile=None) -> dict:
     """The free masks scoring >= min_score. Low-scoring free masks are mostly background
-    pieces; as targets each one teaches the network that a piece of background is an object."""
+    pieces; as targets each one teaches the network that a piece of background is an object.
+    `quantile` (solo.targets_min_quantile, in [0, 1)): the threshold is instead this quantile
+    of the free masks' own scores, so it follows the data (a fixed share of them is kept)."""
+    if quantile is not None:
+        q = float(quantile)
+        if not 0.0 <= q < 1.0:
+            raise UserError(f"solo.targets_min_quantile must be in [0, 1) or null, got {q}")
+        scores = [float(a.get("score", 1.0)) for a in coco["annotations"]]
+        min_score = float(np.quantile(scores, q)) if scores else 0.0
+        log.info("solo.targets_min_quantile=%g: round-1 threshold %.3f from the free masks' "
+                 "scores", q, min_score)
     if min_score <= 0:
         return coco
     kept = scored_at_least(coco, min_score)
@@ -100,6 +110,7 @@ def round_iterations(s, r: int) -> int:
 # (tests/stages/test_self_training.py perturbs each key of both experiments).
 NOT_IN_WEIGHTS = (
     "targets", "targets_min_score",   # the targets' content is fingerprinted
+    "targets_min_quantile",
     "self_training",                  # next round's targets, iterations, init: all by value
     "rounds", "train_split",          # how many rounds; the split's images are fingerprinted
     "eval_splits", "inference",       # prediction only
@@ -193,7 +204,8 @@ def run(cfg) -> dict:
     if not targets["annotations"]:
         raise UserError(f"{s.targets} holds no masks to learn from; check the free-mask stage "
                         f"(its filters may be too strict for this data)")
-    targets = confident_targets(targets, float(s.targets_min_score), s.targets)
+    targets = confident_targets(targets, float(s.targets_min_score), s.targets,
+                                s.get("targets_min_quantile"))
     results, prev = {}, None
     for r in range(1, int(s.rounds) + 1):
         round_dir = out_dir / f"round{r}"
