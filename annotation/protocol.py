@@ -92,9 +92,7 @@ you added lies under its box, so a click on it selects the box: select it by its
 <b>Regions</b> list instead (By Time: the newest is the last row). A point belongs to the box it was pre-placed for, or else to the
 smallest box around it; a point in no box is ignored.</li>
 <li>A wrong box: select it and press <b>Backspace</b>; its points stay on screen but are
-dropped with it, never given to another box. To remove them from view too: in the
-<b>Regions</b> list click the box's row, <b>Ctrl</b>+click each point listed under it, then
-<b>Backspace</b>.</li>
+dropped with it, never given to another box.</li>
 <li>A missed object: press <b>b</b> and drag its box; over an existing box hold <b>Ctrl</b>
 while dragging (a drag without Ctrl moves that box). Then add {points_per_box} points (fewer
 are kept, and flagged for review).</li>

@@ -1,9 +1,12 @@
 """What an annotator does in the real Label Studio 1.23.2 editor (headless Chromium at 1366 x
 768), with what Label Studio cannot do shown by the editor's own state rather than assumed:
-drawing a box inside a box, undo after a drag, deleting a box together with its points.
+drawing a box inside a box, undo after a drag.
 
 The editor's state is read from the page (`window.Htx`, Label Studio's editor store; the
-canvas is Konva, `stage.getIntersection` is the shape a click at a screen position reaches)."""
+canvas is Konva, `stage.getIntersection` is the shape a click at a screen position reaches).
+A deleted box's points cannot be taken off the screen with it in one step in 1.23.2 (its
+Regions list ignores Shift for a range and Ctrl+click on point rows after the box's row left
+nothing selected, measured): docs/annotation.md says so, and sync drops them."""
 import json
 import re
 import secrets
@@ -195,46 +198,3 @@ def test_undo_after_a_drag(label_studio, tiny_sample, tmp_path):
         back = regions(page)[q]
         assert (back["x"], back["y"]) == (moved["x"], moved["y"]), (back, moved)
 
-
-def test_box_deleted_with_its_points_from_the_regions_list(label_studio, tiny_sample,
-                                                           tmp_path):
-    """Each pre-placed point is listed under its box in the Regions list (parentID). Label
-    Studio 1.23.2 deletes a box alone (its points are handed to the box's parent, here the top
-    level) and its list has no range selection (Shift+click selects one row): a click on the
-    box's row and Ctrl+click on each point row under it select box and points, and Backspace
-    deletes them all: they leave the canvas with the box, nothing is left for sync to drop,
-    every other region stays."""
-    from playwright.sync_api import sync_playwright
-    t = one_task(label_studio, tiny_sample, "delete-all")
-    with sync_playwright() as p, editor(p, label_studio, t, tmp_path) as page:
-        rows = page.locator(".lsf-outliner-item")
-        rows.nth(0).click()
-        page.wait_for_timeout(300)
-        box = [k for k, r in regions(page).items() if r["selected"]]
-        assert len(box) == 1 and box[0] in t["boxes"], box   # the first row is a box
-        victim = box[0]
-        mine = sorted(k for k in t["pts"] if k.startswith(victim + "p"))
-        for j in range(1, len(mine) + 1):                     # the rows under it: its points
-            rows.nth(j).click(modifiers=["Control"])
-            page.wait_for_timeout(200)
-        chosen = sorted(k for k, r in regions(page).items() if r["selected"])
-        assert chosen == sorted([victim, *mine]), chosen
-        page.keyboard.press("Backspace")
-        page.wait_for_timeout(300)
-        left = regions(page)
-        assert victim not in left and not any(k in left for k in mine)
-        shapes = page.evaluate("""() => Htx.annotationStore.selected.names.get('image')
-            .stageRef.find('Circle').map(s => s.name().split('#')[0])""")
-        assert not any(k in shapes for k in mine)        # off the canvas, not only the list
-        page.keyboard.press("Escape")
-        submit(page)
-        page.wait_for_timeout(1000)
-    result = exported(t["client"], t["pid"], tmp_path)
-    assert set(result) == set(t["pred"]) - {victim, *mine}
-    out = tmp_path / "points.json"
-    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
-    info = gt["images"][0]
-    res = ls_sync.sync(t["client"], t["pid"], tmp_path, {info["id"]: info}, gt["categories"],
-                       tiny_sample / "sample" / "train", out, N)
-    assert res["dropped_points"] == 0
-    assert len(load_coco(out)["annotations"]) == len(t["boxes"]) - 1
