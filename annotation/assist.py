@@ -68,7 +68,7 @@ def box_regions(prob: np.ndarray, box, n_points: int, box_id: str, label: str,
     overlay last (when the project has a brush control). Point ids `<box id>_p<j>` tie each
     point to its box in sync."""
     h, w = prob.shape
-    out = [point_result(x, y, w, h, obj, f"{box_id}_p{j}")
+    out = [point_result(x, y, w, h, obj, f"{box_id}_p{j}", box_id if with_box else None)
            for j, (x, y, obj) in enumerate(uncertain_points(prob, box, n_points))]
     if with_box:
         out.append(box_result([box[0], box[1], box[2] - box[0], box[3] - box[1]], w, h, label,

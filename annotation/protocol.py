@@ -88,13 +88,16 @@ background (anything else, including another object). Drag a point to move it.</
 <li>To add a point inside a box, press its label (<b>o</b> / <b>x</b>), then hold <b>Ctrl</b>
 while clicking (a plain click selects the box). To add several with one label, turn on
 <i>Keep label selected after creating a region</i> in the settings (gear icon) once. A point
-you added cannot be selected again by a click: choose its label first. A point belongs to
-the box it was pre-placed for, or else to the smallest box around it; a point in no box is
-ignored.</li>
-<li>A wrong box: select it and press <b>Backspace</b>; its points are dropped with it,
-never given to another box.</li>
-<li>A missed object: draw its box and add {points_per_box} points (fewer are kept, and
-flagged for review).</li>
+you added lies under its box, so a click on it selects the box: select it by its row in the
+<b>Regions</b> list instead (By Time: the newest is the last row). A point belongs to the box it was pre-placed for, or else to the
+smallest box around it; a point in no box is ignored.</li>
+<li>A wrong box: select it and press <b>Backspace</b>; its points stay on screen but are
+dropped with it, never given to another box.</li>
+<li>A missed object: press <b>b</b> and drag its box; over an existing box hold <b>Ctrl</b>
+while dragging (a drag without Ctrl moves that box). Then add {points_per_box} points (fewer
+are kept, and flagged for review).</li>
+<li><b>Ctrl+z</b> undoes; after the first change to a pre-placed point or box press it twice
+(Label Studio also records that the region was changed).</li>
 </ul>"""
 
 
@@ -119,13 +122,19 @@ def box_result(bbox, width, height, label: str, rid: str) -> dict:
                       "height": 100 * h / height, "rotation": 0, "rectanglelabels": [label]}}
 
 
-def point_result(x, y, width, height, is_object: bool, rid: str) -> dict:
-    """A keypoint at pixel (x, y) (continuous image coordinates)."""
-    return {"id": rid, "type": "keypointlabels", "from_name": POINT, "to_name": IMAGE,
-            "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"x": 100 * x / width, "y": 100 * y / height,
-                      "width": point_width(width, height),
-                      "keypointlabels": [OBJECT if is_object else BACKGROUND]}}
+def point_result(x, y, width, height, is_object: bool, rid: str,
+                 parent: str | None = None) -> dict:
+    """A keypoint at pixel (x, y) (continuous image coordinates). `parent`: the id of the box
+    it was placed for; Label Studio's Regions list then shows the point under that box, so
+    the box and its points can be selected (and deleted) together there."""
+    r = {"id": rid, "type": "keypointlabels", "from_name": POINT, "to_name": IMAGE,
+         "original_width": width, "original_height": height, "image_rotation": 0,
+         "value": {"x": 100 * x / width, "y": 100 * y / height,
+                   "width": point_width(width, height),
+                   "keypointlabels": [OBJECT if is_object else BACKGROUND]}}
+    if parent:
+        r["parentID"] = parent
+    return r
 
 
 def results_to_instances(results: list[dict], width: int, height: int,

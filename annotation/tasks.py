@@ -139,7 +139,7 @@ def make_task(info: dict, anns: list[dict], image_url: str, n_points: int, seed:
             px, py = x + rng.random() * bw, y + rng.random() * bh
             inside = bool(mask[min(int(py), h - 1), min(int(px), w - 1)]) if mask is not None \
                 else True
-            points.append(point_result(px, py, w, h, inside, f"b{k}p{j}"))
+            points.append(point_result(px, py, w, h, inside, f"b{k}p{j}", f"b{k}"))
     result = points + boxes
     return {"data": {"image": image_url, "weakseg_image_id": info["id"],
                      "file_name": info["file_name"], "width": w, "height": h},
