@@ -2,7 +2,7 @@
 
 Each condition is a pre-annotation file of the sample's training images (made by `make
 pseudo-labels`); for the first --tasks images a scripted headless browser, with ground truth
-as the annotator (`annotation/oracle.py`), flips wrong point labels, deletes boxes on no
+as the annotator (`bench/annotator/oracle.py`), flips wrong point labels, deletes boxes on no
 object, draws the missing boxes and places their points, submits; the project is synced as
 `make annotate-sync` does and the synced points scored against ground truth.
 
@@ -47,8 +47,8 @@ def plan_only(work: Path, root: Path, split: str, min_scores: list[float], point
     """Planned edits per image for each source and score threshold, no browser: how the
     pre-annotation source and `annotation.min_score` are chosen (on val)."""
     import numpy as np
-    from annotation.oracle import plan_task
-    from annotation.session import truth_masks
+    from annotator.oracle import plan_task
+    from annotator.session import truth_masks
     from annotation.tasks import make_task
     from pipeline.data.coco import annotations_by_image, load_coco, scored_at_least
 
@@ -111,7 +111,8 @@ def main():
     if args.plan_only:
         return plan_only(work, root, args.split,
                          [float(x) for x in args.min_scores.split(",")], args.points)
-    from annotation import server as ls_server, session
+    from annotation import server as ls_server
+    from annotator import session
     from annotation.client import connect
     from pipeline.data.coco import load_coco
 

@@ -21,7 +21,8 @@ def main():
     ap.add_argument("--tasks", type=int, default=500)
     ap.add_argument("--points", type=int, default=10)
     args = ap.parse_args()
-    from annotation import simulate, sync as ls_sync, tasks
+    from annotation import sync as ls_sync, tasks
+    from annotator import simulate
     from annotation.client import connect
     from annotation.server import ensure_server_venv, free_port, start
     from pipeline.data.coco import load_coco

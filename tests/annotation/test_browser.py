@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
-from annotation.browser import CHROMIUM, launch, login, open_task, image_box, submit
+from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 from tests.annotation.test_editor import regions, top_shape

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from annotation import sync as ls_sync, tasks
-from annotation.browser import CHROMIUM, launch, login, open_task, image_box, submit
+from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
 from annotation.client import connect
 from pipeline.data.coco import load_coco
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation import simulate, sync as ls_sync, tasks
+from annotation import sync as ls_sync, tasks
+from bench.annotator import simulate
 from annotation.client import connect
 from annotation.server import free_port
 from pipeline.data.coco import decode_segmentation, load_coco

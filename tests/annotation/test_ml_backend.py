@@ -191,7 +191,7 @@ def test_a_box_drawn_in_the_browser_gets_the_assistants_points(
     from annotation import ml_backend
     from annotation import sync as ls_sync
     from pipeline.data.coco import load_coco
-    from annotation.browser import auto_annotation, image_box
+    from bench.annotator.browser import auto_annotation, image_box
     from tests.annotation.test_browser import CHROMIUM, labeling_page
     if not Path(CHROMIUM).is_file():
         pytest.fail("Debian chromium is required (`make test` installs it)")
@@ -262,7 +262,7 @@ def test_builtin_retraining_serves_a_fine_tuned_model_and_repredicts_the_rest(
     model fine-tuned on their points into a new folder, served from then on, and the 5
     unlabelled tasks pre-annotated again by it; the 3 done are not touched."""
     import shutil
-    from annotation import simulate
+    from bench.annotator import simulate
     from annotation.ml_backend import Backend, serving_dir
     from annotation.retrain import compose_stage, retrain
     from pipeline.data.coco import load_coco

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotation import session
-from annotation.browser import CHROMIUM
+from bench.annotator import session
+from bench.annotator.browser import CHROMIUM
 from annotation.client import connect
-from annotation.oracle import match_boxes, plan_task, score_synced
+from bench.annotator.oracle import match_boxes, plan_task, score_synced
 from annotation.protocol import BACKGROUND, OBJECT
 from annotation.tasks import make_task
 from pipeline.data.coco import load_coco, mask_to_annotation

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from annotation import server as ls_server
-from annotation import simulate, sync as ls_sync, tasks
+from annotation import sync as ls_sync, tasks
+from bench.annotator import simulate
 from annotation.client import connect
 from annotation.team import invite, members, sign_up
 from pipeline.data.coco import load_coco

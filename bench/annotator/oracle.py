@@ -1,5 +1,5 @@
 """What an annotator who knows the truth must do to a pre-annotated task, and how right the
-synced result is: the plan a scripted browser carries out (`annotation.browser`) and the
+synced result is: the plan a scripted browser carries out (`browser`) and the
 scores of a simulated annotation run (`bench/annotation_session.py`).
 
 Ground truth plays the annotator: a pre-placed box that matches no object (box IoU < 0.5,

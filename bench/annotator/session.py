@@ -1,8 +1,8 @@
 """A simulated annotation run in the real Label Studio UI: ground truth as the annotator.
 
 A project is made from a pre-annotation file; for each task the oracle plans the edits
-(`annotation.oracle`), a scripted headless browser carries them out with mouse and hotkeys
-and submits (`annotation.browser`), then the project is synced as `make annotate-sync` does
+(`oracle`), a scripted headless browser carries them out with mouse and hotkeys
+and submits (`browser`), then the project is synced as `make annotate-sync` does
 and the synced points are scored against the truth. Reports per task: edits, clicks, keys,
 drags, seconds in the browser, and for the whole run the share of synced point labels that
 are right and the points of deleted boxes that reappeared on another box (must be 0).
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from annotation import sync as ls_sync, tasks
-from annotation.browser import (Canvas, auto_annotation, carry_out, launch, login, open_task,
+from .browser import (Canvas, auto_annotation, carry_out, launch, login, open_task,
                                 submit)
 from annotation.ml_backend import Backend, serve
 from annotation.server import free_port
-from annotation.oracle import plan_task, regions, score_synced
+from .oracle import plan_task, regions, score_synced
 from annotation.protocol import point_owner, to_pixels
 from pipeline.data.coco import (annotations_by_image, decode_segmentation, load_coco,
                                  subset_images)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.oracle import Plan
+from .oracle import Plan
 from annotation.protocol import HOTKEYS, point_owner
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
