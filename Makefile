@@ -87,7 +87,8 @@ compare: pseudo-labels
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 
 # More rows in the same table: points per instance (1, 3), SparseInst (the NMS-free
-# student) and AdaMixer (the query-based detector), on full masks and points.
+# student), AdaMixer (the query-based detector) and Mask R-CNN + Mask Transfiner (seeds
+# 0-2), on full masks and points.
 compare-more: compare
 	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=points supervision.agnostic=true \
 		supervision.points=1,3 || echo FAILED > .compare-failed
@@ -95,6 +96,8 @@ compare-more: compare
 		supervision.agnostic=true || echo FAILED > .compare-failed
 	$(SWEEP) $(PARALLEL) stage=student model=adamixer supervision=full,points \
 		supervision.agnostic=true || echo FAILED > .compare-failed
+	$(SWEEP) $(PARALLEL) stage=maskrcnn supervision=full,points supervision.agnostic=true \
+		maskrcnn.refine=transfiner seed=0,1,2 || echo FAILED > .compare-failed
 	$(RUN) stage=compare
 	@if [ -f .compare-failed ]; then rm -f .compare-failed; echo "some sweep jobs failed: see the table"; exit 1; fi
 

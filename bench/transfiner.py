@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--plain", default=None)
     ap.add_argument("--images", type=int, default=32)
     extra, overrides = ap.parse_known_args(rest)
+    import time
+
     import torch
     from pipeline.data.datasets import get_split
     from pipeline.models.students import MaskRCNNStudent, StudentPredictor, inference_speed
@@ -31,13 +33,13 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     base = ["backbone.weights=null", "supervision.agnostic=true", *overrides]
-    variants = {"Mask R-CNN": ([], extra.plain),
+    variants = {"Mask R-CNN": (["maskrcnn.inference.guided_radius_px=0"], extra.plain),
                 "Mask R-CNN + guided snapping (8 px)": (["maskrcnn.inference.guided_radius_px=8"],
                                                         extra.plain),
                 "Mask R-CNN + Transfiner": (["maskrcnn.refine=transfiner",
                                              "maskrcnn.inference.guided_radius_px=0"],
                                             extra.weights)}
-    rows, nodes = {}, []
+    rows, nodes, refiner_s = {}, [], []
     for name, (more, weights) in variants.items():
         cfg = config(*base, *more)
         torch.manual_seed(0)
@@ -47,17 +49,28 @@ def main():
                                                      weights_only=True))
         student.model.to(device)
         if hasattr(student.model, "refiner"):
+            depth = len(student.model.p.sizes)
+
+            def start(module, inputs):
+                refiner_s.append(-time.perf_counter())
+
             def count(module, inputs, out):
+                refiner_s[-1] += time.perf_counter()
                 rois = len(inputs[2])
                 lv = out["nodes"][:, 1]
-                nodes.append((rois, [int((lv == k).sum()) for k in range(3)]))
+                nodes.append((rois, [int((lv == k).sum()) for k in range(depth)]))
+            student.model.refiner.register_forward_pre_hook(start)
             student.model.refiner.register_forward_hook(count)
         test = get_split(cfg.dataset, cfg.dataset.report_split)
         speed = inference_speed(StudentPredictor(student, cfg.maskrcnn, device, {1: 1}), test,
                                 extra.images, device)
         rows[name] = speed["images_per_s"]
     rois = sum(r for r, _ in nodes)
-    per_level = [sum(n[k] for _, n in nodes) / max(rois, 1) for k in range(3)]
+    per_level = [sum(n[k] for _, n in nodes) / max(rois, 1) for k in range(depth)]
+    # the timed images' refiner calls (the first is the warm-up); images without a refined
+    # detection count with 0 ms
+    timed = refiner_s[1:] if len(refiner_s) > extra.images else refiner_s
+    refiner_ms = 1000 * sum(timed) / max(extra.images, 1)
     plain = rows["Mask R-CNN"]
     print(f"Mask Transfiner inference cost ({cfg.experiment_name}, {args.threads} threads, "
           f"{args.device}; {extra.images} {test.name} images one at a time at "
@@ -66,11 +79,14 @@ def main():
     print("| model | images/s | ms/image | time vs plain |\n|---|---:|---:|---:|")
     for k, ips in rows.items():
         print(f"| {k} | {ips:.2f} | {1000 / ips:.0f} | {plain / ips:.2f}x |")
-    print(f"\nquadtree nodes per refined RoI (28 / 56 / 112): "
+    sizes = " / ".join(str(s) for s in cfg.maskrcnn.transfiner.sizes)
+    print(f"\nquadtree nodes per refined RoI ({sizes}): "
           f"{' / '.join(f'{v:.1f}' for v in per_level)} (total {sum(per_level):.1f}, "
-          f"{rois} RoIs)")
+          f"{rois} RoIs, {rois / max(len(nodes), 1):.1f} per image); the refiner itself: "
+          f"{refiner_ms:.0f} ms per image")
     record("transfiner", [(k, f"{1000 / v:.0f} ms/image") for k, v in rows.items()]
-           + [("nodes per RoI", f"{sum(per_level):.1f}")])
+           + [("nodes per RoI", f"{sum(per_level):.1f}"),
+              ("refiner", f"{refiner_ms:.0f} ms/image")])
 
 
 if __name__ == "__main__":

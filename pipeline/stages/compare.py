@@ -45,6 +45,9 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         per_inst = seconds_per_instance(sv.name, cost, n_points, measured)
         model = str(c.get("model", "maskrcnn"))
         m_name = MODELS.get(model, model)
+        refine = str((c.get(model) or {}).get("refine", "none"))  # maskrcnn.refine=transfiner
+        if refine != "none":
+            m_name += f" + {refine.capitalize()}"
         name = {"full": f"{m_name}, full masks",
                 "points": f"{m_name}, points ({n_points} pts)",
                 "free_masks": f"{m_name} on free masks",
@@ -52,7 +55,8 @@ def _job_rows(sweep: Path, cost, instances: int, images: int, split: str) -> lis
         if sv.name in ("full", "points") and not sv.get("agnostic"):
             name += " (class-aware model)"  # collapsed classes: duplicates count as errors
         run = str(job.relative_to(sweep))
-        row = {"method": name, "model": model, "supervision": sv.name, "run": _without_seed(run),
+        row = {"method": name, "model": model, "refine": refine, "supervision": sv.name,
+               "run": _without_seed(run),
                "annotation_s_per_image": per_inst * instances / max(images, 1),
                "annotation_hours": per_inst * instances / 3600}
         row.update(_job_status(job, split))
@@ -231,19 +235,22 @@ def run(cfg) -> dict:
     rows += _direct_rows(Path(cfg.paths.work_dir), c.direct, c.split)
     rows = aggregate(rows)
     full = sorted((r for r in rows if r["supervision"] == "full" and r["status"] == "ok"),
-                  key=lambda r: (r.get("model") != "maskrcnn", "class-aware" in r["method"]))
-    # like with like: each model against its own full-mask run (agnostic first); label-free
-    # rows against the first full-mask reference (Mask R-CNN's)
+                  key=lambda r: (r.get("model") != "maskrcnn", r.get("refine", "none") != "none",
+                                 "class-aware" in r["method"]))
+    # like with like: each model (with its refinement) against its own full-mask run (agnostic
+    # first); label-free rows against the first full-mask reference (plain Mask R-CNN's)
     reference = {}
     for r in full:
-        reference.setdefault(r.get("model"), r)
+        reference.setdefault((r.get("model"), r.get("refine", "none")), r)
     for r in rows:
-        ref = reference.get(r.get("model")) or (full[0] if full else None)
+        ref = reference.get((r.get("model"), r.get("refine", "none"))) or \
+            (full[0] if full else None)
         if ref and r.get("mask_AP") is not None and ref["mask_AP"] > 0:
             r["pct_of_full"] = 100 * r["mask_AP"] / ref["mask_AP"]
     order = {"full": 0, "points": 1, "free_masks": 2, "solo": 3, "none": 4}
     models = {"maskrcnn": 0, "sparseinst": 1, "adamixer": 2}
-    rows.sort(key=lambda r: (models.get(r.get("model"), 9), order.get(r["supervision"], 9),
+    rows.sort(key=lambda r: (models.get(r.get("model"), 9), r.get("refine", "none") != "none",
+                             order.get(r["supervision"], 9),
                              -r["annotation_hours"], r["method"]))
     out = Path(cfg.run_dir)
     buf = io.StringIO()

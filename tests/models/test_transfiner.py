@@ -142,10 +142,17 @@ def test_losses_are_zero_where_they_should_be():
     assert losses["loss_refine"].item() == 0.0 and losses["loss_incoherence"].item() > 0
 
 
-def fit(p, steps):
+def fit(p, steps, blank_fpn=False):
+    """A refiner trained on the toy RoIs; blank_fpn: the FPN maps the nodes read carry no
+    shape (all ones; the RoI features of the incoherence detector still do) and
+    features["image"] holds the shapes as a 3-channel image (the `pixels` cue)."""
     torch.manual_seed(0)
     refiner = TransfinerRefiner(2, p)
     feats, img, boxes, roi, coarse, fine = toy(p)
+    if blank_fpn:
+        shapes = torch.stack([wavy(224, 0.3 * 224 + 8 * i).float() for i in range(len(boxes))])
+        feats = {k: torch.ones_like(v) for k, v in feats.items()}
+        feats["image"] = (shapes * 2 - 1)[:, None].repeat(1, 3, 1, 1)
     opt = torch.optim.Adam(refiner.parameters(), lr=3e-3)
     for _ in range(steps):
         losses = transfiner_losses(refiner, feats, img, boxes, roi, coarse, fine)
@@ -174,3 +181,20 @@ def test_refiner_recovers_what_the_coarse_mask_lost_and_fails_without_refinement
     goal = 0.7
     assert boundary_quality(refined, fine) >= goal
     assert boundary_quality(unrefined, fine) < goal       # refinement disabled: fails
+
+
+def test_pixels_cue_carries_the_detail_when_the_fpn_maps_lack_it():
+    """FPN maps without the shape (as p2, stride 4, is on 160 px images for 1 px cells): with
+    `pixels` the nodes read the image and recover the lobes; without, the same training
+    does not (Boundary IoU at 112 x 112: 0.94 with, 0.51 without, 0.58 unrefined)."""
+    quality = {}
+    for pixels in (True, False):
+        p = small(max_nodes=400, pixels=pixels)
+        refiner, (feats, img, boxes, roi, coarse, fine) = fit(p, 150, blank_fpn=True)
+        with torch.no_grad():
+            quality[pixels] = boundary_quality(refiner(feats, img, boxes, roi, coarse)["masks"],
+                                               fine)
+    unrefined = boundary_quality(F.interpolate(coarse[:, None], size=(112, 112),
+                                               mode="bilinear", align_corners=False)[:, 0], fine)
+    assert quality[True] >= unrefined + 0.08
+    assert quality[False] < unrefined + 0.03

@@ -14,10 +14,11 @@ from tests.conftest import ROOT, cli_env
 
 
 def fake_job(sweep: Path, name: str, supervision: dict, metrics=None, error=None,
-             model=None, speed=None):
+             model=None, speed=None, refine=None):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
-    c = {"supervision": supervision, **({"model": model} if model else {})}
+    c = {"supervision": supervision, **({"model": model} if model else {}),
+         **({"maskrcnn": {"refine": refine}} if refine else {})}
     OmegaConf.save(OmegaConf.create(c), job / ".hydra" / "config.yaml")
     if metrics is not None:
         m = {"segm": {"AP": metrics[0], "AP50": metrics[1]}, "bbox": {"AP": metrics[2]}}
@@ -126,6 +127,30 @@ def test_each_model_is_compared_with_its_own_full_masks_and_shows_its_speed(tmp_
     md = (out / "comparison.md").read_text()
     assert "| SparseInst, points (10 pts) | 18.0 | 38.0 | - | - | 14.0 | 90% |" in md
     assert "| Mask R-CNN, full masks | 40.0 | 60.0 | - | - | 45.0 | 100% |" in md and "| 10.0 |" in md
+
+
+def test_transfiner_rows_are_named_and_compared_with_their_own_full_masks(tmp_path,
+                                                                         sample_cfg):
+    sweep = tmp_path / "sweep"
+    full = {"name": "full", "mask_loss": "full", "agnostic": True}
+    points = {"name": "points", "mask_loss": "points", "points": 10, "agnostic": True}
+    fake_job(sweep, "supervision=full", full, (40.0, 60.0, 45.0), refine="none")
+    fake_job(sweep, "maskrcnn.refine=transfiner,supervision=full", full, (50.0, 70.0, 45.0),
+             refine="transfiner")
+    fake_job(sweep, "maskrcnn.refine=transfiner,supervision=points", points, (45.0, 65.0, 44.0),
+             refine="transfiner")
+    cfg = sample_cfg("stage=compare", f"compare.sweep_dir={sweep}")
+    run_stage(cfg)
+    rows = list(csv.DictReader(open(Path(cfg.run_dir) / "comparison.csv")))
+    by_run = {r["run"]: r for r in rows}
+    assert by_run["maskrcnn.refine=transfiner,supervision=points"]["method"] == \
+        "Mask R-CNN + Transfiner, points (10 pts)"
+    assert float(by_run["maskrcnn.refine=transfiner,supervision=points"]["pct_of_full"]) == \
+        pytest.approx(90.0)                       # 45 / 50 (Transfiner's), not 45 / 40
+    assert float(by_run["supervision=full"]["pct_of_full"]) == pytest.approx(100.0)
+    assert [r["method"] for r in rows][:3] == ["Mask R-CNN, full masks",
+                                               "Mask R-CNN + Transfiner, full masks",
+                                               "Mask R-CNN + Transfiner, points (10 pts)"]
 
 
 def test_measured_lead_time_replaces_cost_model(tmp_path, sample_cfg):

@@ -35,6 +35,7 @@ class TransfinerParams:
     max_nodes: int = 0             # > 0: at most this many roots / splits per RoI and level
     train_rois: int = 0            # > 0: refiner trained on at most this many positives a batch
     min_score: float = 0.0         # detections below this score keep their coarse mask
+    pixels: bool = False           # nodes also read the input image (the project's addition)
     detect_weight: float = 1.0     # L_detect
     refine_weight: float = 1.0     # L_refine
 
@@ -49,7 +50,7 @@ class TransfinerRefiner(nn.Module):
         super().__init__()
         self.p = p
         self.detector = IncoherenceDetector(channels, p.detector_width)
-        self.encoder = NodeEncoder(channels, p.dim, len(p.sizes))
+        self.encoder = NodeEncoder(channels, p.dim, len(p.sizes), p.pixels)
         # Sec. 3.2: incoherence of the inner levels' nodes, guided by the root detection
         self.split_head = nn.Linear(p.dim, 1)
         self.sequence = SequenceEncoder(p.dim, p.layers, p.heads)
@@ -154,6 +155,8 @@ class TransfinerMaskRCNN(nn.Module):
         features = m.backbone(batch.tensors)
         proposals, rpn_losses = m.rpn(batch, features, targets)
         dets, det_losses = m.roi_heads(features, proposals, batch.image_sizes, targets)
+        if self.p.pixels:  # the refiner's nodes read the input image too (stride 1)
+            features = dict(features, image=batch.tensors)
         if self.training:
             losses = {**rpn_losses, **det_losses}
             losses.update(self.refine_losses(features, batch.image_sizes, targets))

@@ -1,7 +1,9 @@
 """Node encoder (Mask Transfiner, Sec. 3.4): each quadtree node becomes one token from four
 cues, summed: fine-grained features of the FPN level matching the node's scale read at its
 3 x 3 neighbourhood, the coarse mask's value at the node, its position relative to the RoI,
-and its quadtree level."""
+and its quadtree level. Optionally (`pixels`, this project's addition, not the paper's) a
+fifth cue: the input image itself read at the same 3 x 3 neighbourhood, for images so small
+that the finest FPN map (p2, stride 4) is coarser than the quadtree's finest cells."""
 from __future__ import annotations
 
 import math
@@ -27,30 +29,52 @@ def fpn_level(boxes: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
     return (k0[nodes[:, 0]] - nodes[:, 1]).clamp(2, 5).long()
 
 
-def sample_neighbourhood(features: dict, image_of_roi: torch.Tensor, boxes: torch.Tensor,
-                         nodes: torch.Tensor, sizes) -> torch.Tensor:
-    """(N, 9 * C): bilinear features at the node's centre and its 8 neighbours (one cell of
-    the node's level apart), from the FPN map of the node's scale."""
+def neighbourhood_xy(boxes: torch.Tensor, nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N, 9, 2) image coordinates of each node's centre and its 8 neighbours (one cell of
+    the node's level apart)."""
     uv = node_centres(boxes, nodes, sizes)
     g = torch.tensor(sizes, device=nodes.device, dtype=boxes.dtype)[nodes[:, 1]]
     d = torch.tensor([-1.0, 0.0, 1.0], device=nodes.device, dtype=boxes.dtype)
     off = torch.stack(torch.meshgrid(d, d, indexing="xy"), -1).reshape(9, 2)  # (dx, dy)
     rel = uv[:, None, :] + off[None] / g[:, None, None]                       # (N, 9, 2)
     b = boxes[nodes[:, 0]]
-    xy = b[:, None, :2] + rel * (b[:, None, 2:] - b[:, None, :2])            # image coords
+    return b[:, None, :2] + rel * (b[:, None, 2:] - b[:, None, :2])
+
+
+def _read(fmap: torch.Tensor, stride: int, xy: torch.Tensor) -> torch.Tensor:
+    """(1, C, h, w) map of `stride`, (n, 9, 2) image coordinates -> (n, 9, C), bilinear."""
+    extent = xy.new_tensor([fmap.shape[-1] * stride, fmap.shape[-2] * stride])
+    grid = (xy / extent * 2 - 1)[None]                                         # (1, n, 9, 2)
+    v = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)      # (1, C, n, 9)
+    return v[0].permute(1, 2, 0)
+
+
+def sample_neighbourhood(features: dict, image_of_roi: torch.Tensor, boxes: torch.Tensor,
+                         nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N, 9 * C): bilinear features at the node's centre and its 8 neighbours (one cell of
+    the node's level apart), from the FPN map of the node's scale."""
+    xy = neighbourhood_xy(boxes, nodes, sizes)
     levels = fpn_level(boxes, nodes)
     img = image_of_roi[nodes[:, 0]]
-    c = next(iter(features.values())).shape[1]
+    c = features["p2"].shape[1]
     out = xy.new_zeros(len(nodes), 9, c)
     for k, name in FPN_LEVELS.items():
         for i in torch.unique(img[levels == k]).tolist():
             sel = torch.nonzero((levels == k) & (img == i), as_tuple=True)[0]
-            fmap = features[name][i:i + 1]
-            stride = 2 ** k
-            extent = xy.new_tensor([fmap.shape[-1] * stride, fmap.shape[-2] * stride])
-            grid = (xy[sel] / extent * 2 - 1)[None]                            # (1, n, 9, 2)
-            v = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)  # (1, C, n, 9)
-            out[sel] = v[0].permute(1, 2, 0).to(out.dtype)
+            out[sel] = _read(features[name][i:i + 1], 2 ** k, xy[sel]).to(out.dtype)
+    return out.flatten(1)
+
+
+def sample_pixels(images: torch.Tensor, image_of_roi: torch.Tensor, boxes: torch.Tensor,
+                  nodes: torch.Tensor, sizes) -> torch.Tensor:
+    """(N, 9 * 3): the (B, 3, H, W) input images (as the backbone sees them) read bilinearly
+    at each node's 3 x 3 neighbourhood (the `pixels` cue; this project's addition)."""
+    xy = neighbourhood_xy(boxes, nodes, sizes)
+    img = image_of_roi[nodes[:, 0]]
+    out = xy.new_zeros(len(nodes), 9, images.shape[1])
+    for i in torch.unique(img).tolist():
+        sel = torch.nonzero(img == i, as_tuple=True)[0]
+        out[sel] = _read(images[i:i + 1], 1, xy[sel]).to(out.dtype)
     return out.flatten(1)
 
 
@@ -63,22 +87,28 @@ def sinusoid(uv: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class NodeEncoder(nn.Module):
-    def __init__(self, channels: int, dim: int, levels: int):
+    def __init__(self, channels: int, dim: int, levels: int, pixels: bool = False):
         super().__init__()
         self.dim = dim
         self.fine = nn.Sequential(nn.Linear(9 * channels, dim), nn.ReLU(inplace=True),
                                   nn.Linear(dim, dim))
+        self.pixels = nn.Sequential(nn.Linear(9 * 3, dim), nn.ReLU(inplace=True),
+                                    nn.Linear(dim, dim)) if pixels else None
         self.coarse = nn.Linear(1, dim)
         self.position = nn.Linear(4 * (dim // 4), dim)
         self.level = nn.Embedding(levels, dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, features, image_of_roi, boxes, nodes, coarse_at_nodes, sizes):
-        """-> (N, dim) node tokens; coarse_at_nodes (N,) mask probabilities."""
+        """-> (N, dim) node tokens; coarse_at_nodes (N,) mask probabilities. With `pixels`,
+        features["image"] holds the (B, 3, H, W) input images."""
         fine = sample_neighbourhood(features, image_of_roi, boxes, nodes, sizes)
         pos = sinusoid(node_centres(boxes, nodes, sizes), self.dim)
         x = (self.fine(fine) + self.coarse(coarse_at_nodes[:, None] * 2 - 1)
              + self.position(pos) + self.level(nodes[:, 1]))
+        if self.pixels is not None:
+            x = x + self.pixels(sample_pixels(features["image"], image_of_roi, boxes, nodes,
+                                              sizes))
         return self.norm(x)
 
 
