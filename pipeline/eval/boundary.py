@@ -32,6 +32,13 @@ def mask_boundary(mask: np.ndarray, ratio: float = DILATION_RATIO) -> np.ndarray
     return (mask > 0) & ~(inner > 0)
 
 
+def boundary_iou(a: np.ndarray, b: np.ndarray, ratio: float = DILATION_RATIO) -> float:
+    """IoU of the two masks' boundary sets (1.0 when both are empty)."""
+    ba, bb = mask_boundary(a, ratio), mask_boundary(b, ratio)
+    union = np.logical_or(ba, bb).sum()
+    return float(np.logical_and(ba, bb).sum() / union) if union else 1.0
+
+
 class BoundaryCOCOeval(COCOeval):
     """COCOeval on segmentations whose match IoU is min(mask IoU, boundary IoU) (AP^B).
 

@@ -3,15 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.coco import make_coco, mask_to_annotation
-from pipeline.eval.boundary import DILATION_RATIO, boundary_width, mask_boundary
+from pipeline.eval.boundary import boundary_iou, boundary_width, mask_boundary
 from pipeline.eval.coco_eval import evaluate, format_table
-
-
-def boundary_iou(a: np.ndarray, b: np.ndarray, ratio: float = DILATION_RATIO) -> float:
-    """IoU of the two masks' boundary sets (1.0 when both are empty)."""
-    ba, bb = mask_boundary(a, ratio), mask_boundary(b, ratio)
-    union = np.logical_or(ba, bb).sum()
-    return float(np.logical_and(ba, bb).sum() / union) if union else 1.0
 
 
 
