@@ -229,3 +229,16 @@ def test_boxes_and_sampling_stay_float32_under_bfloat16_autocast():
     want = sample_3d(pt, [lv.float() for lv in levels], STRIDES, 1e-3)[0, 0, 0, 0]
     assert torch.allclose(got.float(), want, atol=1e-6)
 
+
+def test_backbone_lr_mult_sets_the_backbones_step():
+    from omegaconf import OmegaConf
+
+    from pipeline.models.students import AdaMixerStudent
+    student = AdaMixerStudent.__new__(AdaMixerStudent)
+    student.model = tiny_adamixer()
+    t = OmegaConf.create({"lr": 1e-3, "weight_decay": 1e-4, "backbone_lr_mult": 0.1})
+    opt = student.optimizer(t, student.model.parameters())
+    lrs = {len(g["params"]): g["lr"] for g in opt.param_groups}
+    backbone = len(list(student.model.backbone.parameters()))
+    assert lrs[backbone] == pytest.approx(1e-4)
+    assert sum(lrs) == len(list(student.model.parameters())) and len(lrs) == 2
