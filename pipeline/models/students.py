@@ -122,7 +122,14 @@ class AdaMixerStudent:
         self.params = dataclass_from(am.InferenceParams, c.inference)
 
     def optimizer(self, t, params):
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)  # as released
+        """AdamW as released; the backbone's parameters at lr x `train.backbone_lr_mult`."""
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        params = list(params)
+        groups = [{"params": [p for p in params if id(p) not in backbone]},
+                  {"params": [p for p in params if id(p) in backbone],
+                   "lr": t.lr * float(t.get("backbone_lr_mult", 1.0))}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr,
+                                 weight_decay=t.weight_decay)
 
     def losses(self, m, samples, device) -> dict:
         images, _ = pad_batch(samples)

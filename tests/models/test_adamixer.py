@@ -213,3 +213,32 @@ def test_prediction_gives_masks_scores_and_boxes_at_the_input_size():
     assert masks.shape == (4, 1, 50, 80) and scores.shape == labels.shape == (4,)
     assert (boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 50).all()
     assert (scores[:-1] >= scores[1:]).all()
+
+
+def test_boxes_and_sampling_stay_float32_under_bfloat16_autocast():
+    model = tiny_adamixer()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(1, 3, 64, 64), torch.tensor([[64, 64]]))
+    assert out["levels"][0].dtype == torch.bfloat16            # the features are reduced
+    assert all(s["boxes"].dtype == torch.float32 for s in out["stages"])  # the boxes are not
+    # a point 0.1 px off a cell centre, on bfloat16 maps: read at that location, not at the
+    # 0.125 px step a bfloat16 grid has at x ~ 58 on a 64 px input (58.1 would read 58.125)
+    levels = [lv.to(torch.bfloat16) for lv in space()]
+    pt = point(58.1, 58.0, 2.0)
+    got = sample_3d(pt, levels, STRIDES, 1e-3)[0, 0, 0, 0]
+    want = sample_3d(pt, [lv.float() for lv in levels], STRIDES, 1e-3)[0, 0, 0, 0]
+    assert torch.allclose(got.float(), want, atol=1e-6)
+
+
+def test_backbone_lr_mult_sets_the_backbones_step():
+    from omegaconf import OmegaConf
+
+    from pipeline.models.students import AdaMixerStudent
+    student = AdaMixerStudent.__new__(AdaMixerStudent)
+    student.model = tiny_adamixer()
+    t = OmegaConf.create({"lr": 1e-3, "weight_decay": 1e-4, "backbone_lr_mult": 0.1})
+    opt = student.optimizer(t, student.model.parameters())
+    lrs = {len(g["params"]): g["lr"] for g in opt.param_groups}
+    backbone = len(list(student.model.backbone.parameters()))
+    assert lrs[backbone] == pytest.approx(1e-4)
+    assert sum(lrs) == len(list(student.model.parameters())) and len(lrs) == 2

@@ -41,7 +41,8 @@ def roi_features(levels: list[torch.Tensor], strides, boxes: list[torch.Tensor],
     for j, (feat, s) in enumerate(zip(levels, strides)):
         idx = torch.where(which == j)[0]
         if len(idx):
-            out[idx] = roi_align(feat, rois[idx].to(feat.dtype), roi_size, 1.0 / s,
+            # float32 boxes (not rounded to the features' bfloat16 under autocast)
+            out[idx] = roi_align(feat.to(rois.dtype), rois[idx], roi_size, 1.0 / s,
                                  sampling_ratio=2, aligned=True).to(out.dtype)
     return out
 

@@ -6,6 +6,7 @@ mask head trains inside the same forward under DDP) and the raw outputs otherwis
 Queries (Sec. 3.1): a learned content vector each (layer-normalised, as released) and the
 box covering the whole image as every query's initial (x, y, z, r), which is not learned.
 Between stages the boxes are refined and detached (each stage learns its own step, Sec. 3.4).
+Boxes, sampling locations and RoIs are float32 under mixed precision (the features need not be).
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ class AdaMixer(nn.Module):
         {'stages': [{'logits' (B, N, K), 'boxes' (B, N, 4) xyxy}], 'levels': the space}."""
         levels = self.space(self.backbone(images))
         b, n = len(images), self.content.num_embeddings
-        xyzr = whole_image_xyzr(sizes)[:, None].expand(b, n, 4).to(levels[0].dtype)
+        # the box state stays float32 under autocast: in bfloat16 a centre near 128 px moves
+        # in 0.5-1 px steps and a small refinement step rounds away
+        xyzr = whole_image_xyzr(sizes)[:, None].expand(b, n, 4).float()
         w = self.content.weight
         content = F.layer_norm(w, w.shape[-1:])[None].expand(b, -1, -1)
         outs = []

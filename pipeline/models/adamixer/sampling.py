@@ -55,7 +55,8 @@ def sample_3d(points: torch.Tensor, levels: list[torch.Tensor], strides, tau: fl
 
     On level j the point (x, y) in input pixels is read bilinearly at (x / s_j, y / s_j)
     cells (cell centres at half-integers, grid_sample with align_corners=False), zero
-    outside the map; group g reads channels [g D/G, (g+1) D/G)."""
+    outside the map; group g reads channels [g D/G, (g+1) D/G). Read in the points' precision
+    (float32 under autocast: a bfloat16 grid is ~0.3 px coarse on a 160 px image)."""
     b, n, g, p, _ = points.shape
     d = levels[0].shape[1]
     c = d // g
@@ -67,7 +68,7 @@ def sample_3d(points: torch.Tensor, levels: list[torch.Tensor], strides, tau: fl
         h_j, w_j = feat.shape[-2:]
         size = xy.new_tensor([w_j * s, h_j * s])
         grid = xy / size * 2 - 1
-        read = F.grid_sample(feat.reshape(b * g, c, h_j, w_j), grid.to(feat.dtype),
+        read = F.grid_sample(feat.reshape(b * g, c, h_j, w_j).to(grid.dtype), grid,
                              mode="bilinear", padding_mode="zeros", align_corners=False)
         wj = w[..., j].permute(0, 2, 1, 3).reshape(b * g, 1, n, p)
         out = out + read * wj
