@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
 from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
+from tests.annotation.projects import N, one_task
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 from tests.annotation.test_editor import regions, top_shape
@@ -275,19 +276,10 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_point_selectabl
         pytest.fail("Debian chromium is required (`make test` installs it)")
     from playwright.sync_api import sync_playwright
 
-    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
-    info = gt["images"][0]
-    w, h = info["width"], info["height"]
-    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
-    names = {c["id"]: c["name"] for c in gt["categories"]}
-    n = 3
-    pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
-    pts = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100) for r in pred
-           if r["type"] == "keypointlabels"}
-    boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
-                       (r["value"]["x"] + r["value"]["width"]) * w / 100,
-                       (r["value"]["y"] + r["value"]["height"]) * h / 100)
-             for r in pred if r["type"] == "rectanglelabels"}
+    t = one_task(label_studio, tiny_sample, "laptop")
+    n, pid, tid, boxes, w, h = N, t["pid"], t["tid"], t["boxes"], t["w"], t["h"]
+    pts = {k: (x, y) for k, (x, y, _) in t["pts"].items()}
+    client = t["client"]
 
     def inside(b, x, y, m=0.0):
         return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
@@ -304,13 +296,6 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_point_selectabl
         if len(spots) == 3:
             break
     assert len(spots) == 3, "no box of the tiny sample's first image has room for 3 points"
-    client = connect(label_studio.url, label_studio.token)
-    pid = tasks.get_or_create_project(client, f"laptop-{secrets.token_hex(3)}",
-                                      sorted(names.values()), n)
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
-                      n_points=n)
-    tid = next(iter(client.tasks.list(project=pid))).id
 
     W, H = 1366, 768
     with sync_playwright() as p:

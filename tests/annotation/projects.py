@@ -1,0 +1,40 @@
+"""A Label Studio project for the browser tests: one task (the tiny sample's first image)
+with its ground truth pre-annotated as boxes and N points each."""
+import secrets
+from pathlib import Path
+
+import pytest
+
+from annotation import tasks
+from annotation.client import connect
+from bench.annotator.browser import CHROMIUM
+from pipeline.data.coco import load_coco
+
+N = 3   # points per box
+
+
+def one_task(label_studio, tiny_sample, prefix: str) -> dict:
+    """A project with the tiny sample's first image, its ground truth as pre-annotation."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    info = gt["images"][0]
+    w, h = info["width"], info["height"]
+    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    pred = tasks.make_task(info, anns, "", N, 0, names, "v")["predictions"][0]["result"]
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"{prefix}-{secrets.token_hex(3)}",
+                                      sorted(names.values()), N)
+    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns),
+                      tiny_sample / "sample" / "train", tiny_sample, n_points=N)
+    return dict(
+        client=client, pid=pid, tid=next(iter(client.tasks.list(project=pid))).id, w=w, h=h,
+        pred={r["id"]: r for r in pred}, names=names,
+        pts={r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                       r["value"]["keypointlabels"][0]) for r in pred
+             if r["type"] == "keypointlabels"},
+        boxes={r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
+                         (r["value"]["x"] + r["value"]["width"]) * w / 100,
+                         (r["value"]["y"] + r["value"]["height"]) * h / 100)
+               for r in pred if r["type"] == "rectanglelabels"})
