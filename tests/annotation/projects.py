@@ -26,10 +26,12 @@ def one_task(label_studio, tiny_sample, prefix: str) -> dict:
     client = connect(label_studio.url, label_studio.token)
     pid = tasks.get_or_create_project(client, f"{prefix}-{secrets.token_hex(3)}",
                                       sorted(names.values()), N)
-    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns),
-                      tiny_sample / "sample" / "train", tiny_sample, n_points=N)
+    root = tiny_sample / "sample" / "train"
+    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
+                      n_points=N)
     return dict(
         client=client, pid=pid, tid=next(iter(client.tasks.list(project=pid))).id, w=w, h=h,
+        gt=gt, info=info, root=root,
         pred={r["id"]: r for r in pred}, names=names,
         pts={r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
                        r["value"]["keypointlabels"][0]) for r in pred

@@ -93,20 +93,9 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
         pytest.fail("Debian chromium is required (`make test` installs it)")
     from playwright.sync_api import sync_playwright
 
-    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
-    info = gt["images"][0]
-    w, h = info["width"], info["height"]
-    anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
-    one = dict(gt, images=[info], annotations=anns)
-    names = {c["id"]: c["name"] for c in gt["categories"]}
-    n = 3
-    pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
-    pts = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
-                     r["value"]["keypointlabels"][0]) for r in pred if r["type"] == "keypointlabels"}
-    boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
-                       (r["value"]["x"] + r["value"]["width"]) * w / 100,
-                       (r["value"]["y"] + r["value"]["height"]) * h / 100)
-             for r in pred if r["type"] == "rectanglelabels"}
+    t = one_task(label_studio, tiny_sample, "layout")
+    gt, info, n, w, h, pts, boxes = t["gt"], t["info"], N, t["w"], t["h"], t["pts"], t["boxes"]
+    client, pid, tid, root = t["client"], t["pid"], t["tid"], t["root"]
 
     def clear(x, y, r=10.0, skip=()):  # no point within r px: a click there hits nothing else
         return all((x - a) ** 2 + (y - b) ** 2 > r * r for k, (a, b, _) in pts.items()
@@ -134,12 +123,6 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
                 and not any(inside(b, x, y, -3) for k, b in boxes.items() if k != owner)
                 and (x - dx) ** 2 + (y - dy) ** 2 > 100), None)
     assert add, "no free spot in the box"
-    client = connect(label_studio.url, label_studio.token)
-    pid = tasks.get_or_create_project(client, f"layout-{secrets.token_hex(3)}",
-                                      sorted(names.values()), n)
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, one, root, tiny_sample, n_points=n)
-    tid = next(iter(client.tasks.list(project=pid))).id
 
     # a tall window: the whole image in view, so every point can be clicked without scrolling
     with sync_playwright() as p, \
