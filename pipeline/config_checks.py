@@ -165,6 +165,7 @@ RULES = {
                              "pretrain.base_lr",
                              "freemask.short_side", "freemask.max_size",
                              "solo.inference.short_side", "maskrcnn.inference.short_side")},
+    "choose.min_score.*": FRACTION,   # per source: masks scored lower are left out
     **{f"report.warn.{k}": FRACTION for k in ("confident", "border", "coverage",
                                                "regions", "agreement")},
     "freemask.guided_radius": _num(0),
