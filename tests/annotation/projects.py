@@ -13,26 +13,19 @@ from pipeline.data.coco import load_coco
 N = 3   # points per box
 
 
-def one_task(label_studio, tiny_sample, prefix: str) -> dict:
-    """A project with the tiny sample's first image, its ground truth as pre-annotation."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("Debian chromium is required (`make test` installs it)")
+def preplaced(tiny_sample, index: int = 0) -> dict:
+    """The tiny sample's image `index` with its ground truth as the pre-annotation of a task:
+    w, h, the regions (`pred`), points {id: (x, y, label)} and boxes {id: (x0, y0, x1, y1)} in
+    image pixels."""
     gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
-    info = gt["images"][0]
+    info = gt["images"][index]
     w, h = info["width"], info["height"]
     anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
     names = {c["id"]: c["name"] for c in gt["categories"]}
     pred = tasks.make_task(info, anns, "", N, 0, names, "v")["predictions"][0]["result"]
-    client = connect(label_studio.url, label_studio.token)
-    pid = tasks.get_or_create_project(client, f"{prefix}-{secrets.token_hex(3)}",
-                                      sorted(names.values()), N)
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
-                      n_points=N)
     return dict(
-        client=client, pid=pid, tid=next(iter(client.tasks.list(project=pid))).id, w=w, h=h,
-        gt=gt, info=info, root=root,
-        pred={r["id"]: r for r in pred}, names=names,
+        gt=gt, info=info, anns=anns, w=w, h=h, names=names, pred={r["id"]: r for r in pred},
+        root=tiny_sample / "sample" / "train",
         pts={r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
                        r["value"]["keypointlabels"][0]) for r in pred
              if r["type"] == "keypointlabels"},
@@ -40,3 +33,20 @@ def one_task(label_studio, tiny_sample, prefix: str) -> dict:
                          (r["value"]["x"] + r["value"]["width"]) * w / 100,
                          (r["value"]["y"] + r["value"]["height"]) * h / 100)
                for r in pred if r["type"] == "rectanglelabels"})
+
+
+def import_task(label_studio, tiny_sample, prefix: str, t: dict) -> dict:
+    """A new project holding the one task `t` (from `preplaced`); adds client, pid, tid."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is required (`make test` installs it)")
+    client = connect(label_studio.url, label_studio.token)
+    pid = tasks.get_or_create_project(client, f"{prefix}-{secrets.token_hex(3)}",
+                                      sorted(t["names"].values()), N)
+    tasks.import_coco(client, pid, dict(t["gt"], images=[t["info"]], annotations=t["anns"]),
+                      t["root"], tiny_sample, n_points=N)
+    return dict(t, client=client, pid=pid, tid=next(iter(client.tasks.list(project=pid))).id)
+
+
+def one_task(label_studio, tiny_sample, prefix: str) -> dict:
+    """A project with the tiny sample's first image, its ground truth as pre-annotation."""
+    return import_task(label_studio, tiny_sample, prefix, preplaced(tiny_sample))

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
 from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
-from tests.annotation.projects import N, one_task
+from tests.annotation.projects import N, import_task, one_task, preplaced
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 from tests.annotation.test_editor import regions, top_shape
@@ -154,7 +154,8 @@ def test_preplaced_points_relabelled_dragged_deleted_and_added_without_touching_
     assert raw["tasks"] == 1
     export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())
     result = {r["id"]: r for r in export["annotations"][0]["result"]}
-    for rid, v in {r["id"]: r["value"] for r in pred if r["type"] == "rectanglelabels"}.items():
+    for rid, v in {k: r["value"] for k, r in t["pred"].items()
+                   if r["type"] == "rectanglelabels"}.items():
         got = result[rid]["value"]    # no box was moved, resized or deleted
         assert all(abs(got[k] - v[k]) < 1e-6 for k in ("x", "y", "width", "height")), rid
     flipped = "background" if pts[relabel][2] == "object" else "object"
@@ -184,19 +185,11 @@ def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_pat
         pytest.fail("Debian chromium is required (`make test` installs it)")
     from playwright.sync_api import sync_playwright
 
-    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
-    n = 3
-    for info in gt["images"]:   # an image with a box that has a free spot of its own
-        w, h = info["width"], info["height"]
-        anns = [a for a in gt["annotations"] if a["image_id"] == info["id"]]
-        names = {c["id"]: c["name"] for c in gt["categories"]}
-        pred = tasks.make_task(info, anns, "", n, 0, names, "v")["predictions"][0]["result"]
-        pts = [(r["value"]["x"] * w / 100, r["value"]["y"] * h / 100) for r in pred
-               if r["type"] == "keypointlabels"]
-        boxes = {r["id"]: (r["value"]["x"] * w / 100, r["value"]["y"] * h / 100,
-                           (r["value"]["x"] + r["value"]["width"]) * w / 100,
-                           (r["value"]["y"] + r["value"]["height"]) * h / 100)
-                 for r in pred if r["type"] == "rectanglelabels"}
+    n = N
+    for index in range(8):   # an image with a box that has a free spot of its own
+        t = preplaced(tiny_sample, index)
+        w, h, boxes = t["w"], t["h"], t["boxes"]
+        pts = [(x, y) for x, y, _ in t["pts"].values()]
 
         def inside(b, x, y, m=0.0):
             return b[0] + m <= x <= b[2] - m and b[1] + m <= y <= b[3] - m
@@ -209,13 +202,9 @@ def test_deleted_box_takes_its_points_with_it(label_studio, tiny_sample, tmp_pat
             break
     assert spot, "no image of the tiny sample has a box with a free spot"
     victim, sx, sy = spot
-    client = connect(label_studio.url, label_studio.token)
-    pid = tasks.get_or_create_project(client, f"delete-{secrets.token_hex(3)}",
-                                      sorted(names.values()), n)
-    root = tiny_sample / "sample" / "train"
-    tasks.import_coco(client, pid, dict(gt, images=[info], annotations=anns), root, tiny_sample,
-                      n_points=n)
-    tid = next(iter(client.tasks.list(project=pid))).id
+    t = import_task(label_studio, tiny_sample, "delete", t)
+    gt, info, root, client, pid, tid = (t[k] for k in ("gt", "info", "root", "client", "pid",
+                                                        "tid"))
 
     with sync_playwright() as p, labeling_page(p, label_studio, pid, tid, tmp_path) as page:
         bb = image_box(page)
