@@ -31,8 +31,6 @@ def run(cfg) -> dict:
     methods = {m: method_of(b, m) for m in b.methods}   # every one checked before any runs
     results = {}
     for method, fn in methods.items():
-        kwargs = settings(b.options[method])
-
         def predict(items, fn=fn):
             return [[mask_to_annotation(m, info["id"], 1, score=round(s, 5))
                      for m, s in fn(arr)] for info, arr in items]
@@ -40,7 +38,7 @@ def run(cfg) -> dict:
         # the pseudo-label images (source_splits: no ground truth needed) and the eval splits
         done = predict_splits(cfg, predict, [*b.get("source_splits", []), *b.splits],
                               Path(cfg.run_dir) / method,
-                              prefix=method, config_key=[method, settings(kwargs, BATCHING)],
+                              prefix=method, config_key=[method, settings(b.options[method], BATCHING)],
                               shard_size=b.shard_size, desc=method + " {split}",
                               title=method + " ({split})")
         results.update({f"{method}/{k}": v for k, v in done.items()})
