@@ -115,7 +115,7 @@ RULES = {
     **{k: SIZE for k in ("hardware.workers", "hardware.loader_workers", "solo.train.max_iter",
                          "maskrcnn.train.max_iter",
                          "pretrain.max_iter", "overlays", "freemask.border_pad",
-                         "freemask.top_k", "solo.inference.max_per_image",
+                         "freemask.freesolo.top_k", "solo.inference.max_per_image",
                          "maskrcnn.inference.max_per_image", "solo.self_training.max_per_image")},
     # what is counted
     "solo.rounds": COUNT, "points.n": COUNT, "points.versions": COUNT,
@@ -125,9 +125,8 @@ RULES = {
     "baseline.options.colour_components.k": _int(2),
     "freemask.maskcut.max_objects": COUNT,
     # choices
-    "freemask.method": _one_of("freesolo", "maskcut"),
     "freemask.feature_level": _one_of("res2", "res3", "res4", "res5"),
-    "freemask.filter_score": _one_of("decayed", "raw"),
+    "freemask.freesolo.filter_score": _one_of("decayed", "raw"),
     "solo.self_training.init": _one_of("previous", "backbone"),
     "solo.train.optimizer": _one_of("sgd", "adamw"),
     "pretrain.augment": _one_of("batch", "per_image"),
@@ -144,7 +143,7 @@ RULES = {
                                                   "solo.train.amp", "maskrcnn.train.amp",
                                                   "sparseinst.train.amp", "adamixer.train.amp")},
     # thresholds and fractions
-    **{k: FRACTION for k in ("freemask.mask_threshold", "freemask.min_maskness",
+    **{k: FRACTION for k in ("freemask.mask_threshold", "freemask.freesolo.min_maskness",
                              "freemask.max_box_width_frac", "freemask.min_center_y_frac",
                              "freemask.border_band_frac", "freemask.max_border_frac",
                              "solo.inference.score_threshold", "solo.inference.mask_threshold",
@@ -202,7 +201,7 @@ RULES = {
     **{k: SIZE for k in ("seed", "*.seed", "supervision.point_seed", "hardware.threads",
                          "dataset.generate.min_visible_area", "dataset.generate.num.*",
                          "annotation.assistant.retrain_every", "freemask.maskcut.max_cuts",
-                         "freemask.min_area", "freemask.pre_nms_topk", "*.warmup_iter",
+                         "freemask.freesolo.min_area", "freemask.freesolo.pre_nms_topk", "*.warmup_iter",
                          "pretrain.max_side", "solo.inference.pre_nms",
                          "solo.loss.pairwise_ignore_bottom", "solo.loss.pairwise_warmup",
                          "sparseinst.inference.max_per_image", "sparseinst.train.max_iter",
@@ -232,7 +231,7 @@ RULES = {
     **{k: _pair_range(COUNT) for k in ("dataset.generate.object_size",
                                        "dataset.generate.objects")},
     "pretrain.crop_scale": _pair_range(_num(0, 1, lo_open=True)),
-    "freemask.query_scales": _list_of(POSITIVE),
+    "freemask.freesolo.query_scales": _list_of(POSITIVE),
     "solo.levels": _levels(),
     # weights, scales and thresholds
     **{k: FRACTION for k in ("annotation.assistant.score_threshold",
@@ -275,7 +274,10 @@ def _keys(cfg) -> list[str]:
 
 
 def rule_for(key: str):
-    """The (check, text) for a dotted key: an exact entry first, then the first pattern."""
+    """The (check, text) for a dotted key: an exact entry first, then the first pattern; a
+    `_target_` names a class, not a setting."""
+    if key.endswith("._target_"):
+        return None
     if key in RULES:
         return RULES[key]
     for pattern, rule in RULES.items():
@@ -311,3 +313,9 @@ def check(cfg) -> None:
     if sv is not None and "points" in sv and not COUNT[0](sv.get("points")):
         raise UserError(f"supervision.points={sv.get('points')!r} is out of range: it must be "
                         f"{COUNT[1]}")
+    fm = cfg.get("freemask")
+    if fm is not None and "method" in fm:
+        node = fm.get(fm.method) if isinstance(fm.method, str) else None
+        if not (hasattr(node, "get") and node.get("_target_")):
+            raise UserError(f"freemask.method={fm.method!r} names no node with a _target_ under "
+                            "freemask: use freesolo or maskcut (conf/freemask/default.yaml)")

@@ -95,7 +95,7 @@ def test_torchrun_trains_once_and_predicts_what_one_process_predicts(tmp_path, t
         run, files = "maskrcnn", ["predictions_test.json"]
     else:
         fm = [*data, "stage=freemask", "freemask.splits=[train]", "freemask.eval_splits=[]",
-              "freemask.min_maskness=0.0"]
+              "freemask.freesolo.min_maskness=0.0"]
         _single(fm, tmp_path / "ddp")
         shutil.copytree(tmp_path / "ddp", tmp_path / "one")
         args = [*data, "stage=solo", "solo.rounds=1", "solo.train.max_iter=2",

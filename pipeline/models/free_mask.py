@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.params import dataclass_from
 from pipeline.ops.guided_filter import guided_filter
 from pipeline.ops.matrix_nms import matrix_nms
 
@@ -27,9 +26,6 @@ class FreeMaskParams:
     top_k: int = 20
     embedding_dim: int = 128
 
-    @classmethod
-    def from_cfg(cls, cfg) -> "FreeMaskParams":
-        return dataclass_from(cls, cfg)
 
 
 def make_queries(feat: torch.Tensor, scales) -> torch.Tensor:

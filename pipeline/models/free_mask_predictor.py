@@ -10,6 +10,7 @@ from skimage.color import rgb2lab
 from pipeline.data.coco import mask_to_annotation
 from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
+from pipeline.models.params import dataclass_from
 from pipeline.models.free_mask import (FreeMaskParams, embed, free_masks, grey_guide,
                                        upsample_masks)
 from pipeline.models.dense_crf import CRFParams, crf_refine, require_crf
@@ -17,7 +18,6 @@ from pipeline.models.maskcut import MaskCutParams, maskcut
 from pipeline.models.predictor import BatchPredictor
 
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
-METHODS = ("freesolo", "maskcut")
 
 
 def row_projection_centres(masks: torch.Tensor) -> torch.Tensor:
@@ -51,21 +51,96 @@ def mask_filters(masks: torch.Tensor, c) -> torch.Tensor:
     return keep
 
 
+class FreeSOLOMasks:
+    """FreeSOLO's Free Mask (CVPR 2022, Sec. 3.1): every feature cell at every query scale is
+    a query, its cosine map a soft mask, ranked by maskness and Matrix NMS."""
+
+    def __init__(self, node, fm):
+        self.node = node
+        self.params = dataclass_from(FreeMaskParams, node, mask_threshold=fm.mask_threshold,
+                                     embedding_dim=fm.embedding_dim)
+
+    def __call__(self, feat, batch):
+        """(soft masks (K, h, w), [per-mask extra fields]) per image."""
+        out = free_masks(feat, self.params)
+        # Matrix NMS decays duplicates; filtering on the decayed score removes them, as the
+        # released code does (filter_score=raw: filter on maskness, NMS only re-ranks).
+        ranked = out["score"] if self.node.filter_score == "decayed" else out["maskness"]
+        keep = out["valid"] & (ranked >= self.node.min_maskness)
+        for b in range(feat.shape[0]):
+            k = keep[b]
+            extras = [{"score": round(s, 5), "maskness": round(m, 5), "embedding": e}
+                      for s, m, e in zip(out["score"][b][k].tolist(),
+                                         out["maskness"][b][k].tolist(), out["embedding"][b][k])]
+            yield out["soft"][b][k], extras
+
+    def refine(self, image, masks):
+        """Masks at image size -> (masks, keep): nothing beyond the shared filters."""
+        return masks, torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+
+
+class MaskCutMasks:
+    """CutLER's MaskCut (CVPR 2023, Sec. 3.1): repeated normalized cuts on the feature cells'
+    graph (here also colour and position), optionally CutLER's dense CRF on each mask."""
+
+    def __init__(self, node, fm):
+        self.params = dataclass_from(MaskCutParams, node)
+        self.embedding_dim = int(fm.embedding_dim)
+        self.crf = bool(node.get("crf", False))
+        if self.crf:  # the optional package, checked before any work
+            require_crf()
+            self.crf_params = CRFParams(min_iou=float(node.get("crf_min_iou", 0.5)))
+
+    def __call__(self, feat, batch):
+        """(soft masks (K, h, w), [per-mask extra fields]) per image."""
+        h, w = feat.shape[-2:]
+        cells = F.adaptive_avg_pool2d(batch, (h, w))   # mean colour of each feature cell
+        fnorm = F.normalize(feat.float(), dim=1)
+        for b in range(feat.shape[0]):
+            lab = torch.from_numpy(rgb2lab(cells[b].permute(1, 2, 0).numpy() / 255.0)
+                                   ).permute(2, 0, 1)
+            objs = maskcut(feat[b].cpu(), lab, self.params)
+            if not objs:
+                yield torch.zeros(0, h, w), []
+                continue
+            masks = torch.from_numpy(np.stack([m for m, _ in objs])).float()
+            # embedding: the mask's mean feature, like FreeSOLO's query vector
+            means = torch.einsum("khw,chw->kc", masks, fnorm[b].cpu()) / masks.sum((1, 2))[:, None]
+            emb = embed(means, self.embedding_dim)
+            yield masks, [{"score": round(s, 5), "embedding": e}
+                          for (_, s), e in zip(objs, emb)]
+
+    def refine(self, image, masks):
+        """Masks at image size -> (masks, keep): CutLER's dense CRF and its IoU(before, after)
+        check when `crf` is on."""
+        if not self.crf:
+            return masks, torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+        refined, ok = crf_refine(np.ascontiguousarray(image[..., :3]), masks.cpu().numpy(),
+                                 self.crf_params)
+        return torch.from_numpy(refined).to(masks.device), torch.from_numpy(ok).to(masks.device)
+
+
+def build_method(fm):
+    """The free-mask method of `freemask.method`: the class its node's `_target_` names
+    (Hydra's convention), built with (its node, the freemask node); a method of one's own
+    plugs in by config, `freemask.method=mine freemask.mine._target_=my_pkg.MyMasks`."""
+    node = fm.get(fm.method) if isinstance(fm.method, str) else None
+    if node is None or not hasattr(node, "get") or not node.get("_target_"):
+        raise UserError(f"freemask.method={fm.method!r} names no node with a _target_ under "
+                        "freemask; use freesolo or maskcut (conf/freemask/default.yaml)")
+    from hydra.utils import get_class
+    return get_class(str(node._target_))(node, fm)
+
+
 class FreeMaskPredictor(BatchPredictor):
-    """Batched free masks for lists of (info, image) of any sizes."""
+    """Batched free masks for lists of (info, image) of any sizes: the configured method on
+    the backbone's features, then the shared filters at image size."""
 
     def __init__(self, backbone, cfg, device):
-        if cfg.method not in METHODS:
-            raise UserError(f"freemask.method={cfg.method!r} unknown; use one of {METHODS}")
+        self.method = build_method(cfg)
         super().__init__(device, cfg.batch_size, cfg.short_side, cfg.max_size)
         self.backbone = backbone.to(device).eval()
         self.cfg = cfg
-        self.params = FreeMaskParams.from_cfg(cfg)
-        self.maskcut = MaskCutParams.from_cfg(cfg.maskcut)
-        self.crf = cfg.method == "maskcut" and bool(cfg.maskcut.get("crf", False))
-        if self.crf:  # the optional package, checked before any work
-            require_crf()
-            self.crf_params = CRFParams(min_iou=float(cfg.maskcut.get("crf_min_iou", 0.5)))
         self.stride = STRIDES[cfg.feature_level]
 
     @torch.no_grad()
@@ -87,42 +162,7 @@ class FreeMaskPredictor(BatchPredictor):
         return feat
 
     def forward(self, batch, shape):
-        feat = self.features(batch)
-        return (self._freesolo(feat) if self.cfg.method == "freesolo"
-                else self._maskcut(feat, batch))
-
-    def _freesolo(self, feat):
-        """(soft masks (K, h, w), [per-mask extra fields]) per image, FreeSOLO Sec. 3.1."""
-        out = free_masks(feat, self.params)
-        # Matrix NMS decays duplicates; filtering on the decayed score removes them, as the
-        # released code does (filter_score=raw: filter on maskness, NMS only re-ranks).
-        ranked = out["score"] if self.cfg.filter_score == "decayed" else out["maskness"]
-        keep = out["valid"] & (ranked >= self.cfg.min_maskness)
-        for b in range(feat.shape[0]):
-            k = keep[b]
-            extras = [{"score": round(s, 5), "maskness": round(m, 5), "embedding": e}
-                      for s, m, e in zip(out["score"][b][k].tolist(),
-                                         out["maskness"][b][k].tolist(), out["embedding"][b][k])]
-            yield out["soft"][b][k], extras
-
-    def _maskcut(self, feat, batch):
-        """Per image, repeated normalized cuts on the feature cells (CutLER Sec. 3.1)."""
-        h, w = feat.shape[-2:]
-        cells = F.adaptive_avg_pool2d(batch, (h, w))   # mean colour of each feature cell
-        fnorm = F.normalize(feat.float(), dim=1)
-        for b in range(feat.shape[0]):
-            lab = torch.from_numpy(rgb2lab(cells[b].permute(1, 2, 0).numpy() / 255.0)
-                                   ).permute(2, 0, 1)
-            objs = maskcut(feat[b].cpu(), lab, self.maskcut)
-            if not objs:
-                yield torch.zeros(0, h, w), []
-                continue
-            masks = torch.from_numpy(np.stack([m for m, _ in objs])).float()
-            # embedding: the mask's mean feature, like FreeSOLO's query vector
-            means = torch.einsum("khw,chw->kc", masks, fnorm[b].cpu()) / masks.sum((1, 2))[:, None]
-            emb = embed(means, self.params.embedding_dim)
-            yield masks, [{"score": round(s, 5), "embedding": e}
-                          for (_, s), e in zip(objs, emb)]
+        return self.method(self.features(batch), batch)
 
     def annotations(self, info, image, input_hw, out) -> list[dict]:
         soft, extras = out
@@ -134,11 +174,8 @@ class FreeMaskPredictor(BatchPredictor):
         masks = upsample_masks(soft[None].float(), self.stride, input_hw, image_hw,
                                c.mask_threshold, guide, c.guided_radius, c.guided_eps)[0]
         keep = mask_filters(masks, c)
-        if self.crf:  # CutLER's dense CRF, and its IoU(before, after) check
-            refined, ok = crf_refine(np.ascontiguousarray(image[..., :3]), masks.cpu().numpy(),
-                                     self.crf_params)
-            masks = torch.from_numpy(refined).to(masks.device)
-            keep &= torch.from_numpy(ok).to(keep.device)
+        masks, kept = self.method.refine(image, masks)
+        keep &= kept
         masks = masks[keep].cpu().numpy()
         anns = []
         for m, extra in zip(masks, [e for e, k in zip(extras, keep.tolist()) if k]):

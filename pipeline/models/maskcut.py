@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.linalg import eigh
 
-from pipeline.models.params import dataclass_from
 
 
 @dataclass
@@ -45,9 +44,6 @@ class MaskCutParams:
                                   # the seed's side is foreground (released); after_seed: orient
                                   # to the seed first, then the corner and area rules
 
-    @classmethod
-    def from_cfg(cls, cfg) -> "MaskCutParams":
-        return dataclass_from(cls, cfg)
 
 
 def feature_affinity(feat: torch.Tensor, tau: float, eps: float) -> torch.Tensor:

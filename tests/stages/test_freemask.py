@@ -36,7 +36,7 @@ def test_outputs_on_sample(sample_cfg, method):
         # every mask passed its method's score filter (FreeSOLO: maskness; MaskCut: the
         # boundary contrast of its cut)
         if method == "freesolo":
-            assert min(x["maskness"] for x in anns) >= cfg.freemask.min_maskness
+            assert min(x["maskness"] for x in anns) >= cfg.freemask.freesolo.min_maskness
             assert all(x["score"] <= x["maskness"] + 1e-6 for x in anns)  # NMS only decays
         else:
             assert cfg.freemask.method == "maskcut" and "maskness" not in a
@@ -188,7 +188,7 @@ def test_plain_image_gives_no_border_strip(tmp_path, method):
     img[60:100, 50:110] = 230
 
     def predict(*overrides):
-        cfg = make_cfg(tmp_path, f"freemask.method={method}", "freemask.min_maskness=0.5",
+        cfg = make_cfg(tmp_path, f"freemask.method={method}", "freemask.freesolo.min_maskness=0.5",
                        "freemask.maskcut.tau=0.99", "freemask.maskcut.max_objects=4",
                        "freemask.maskcut.feature_weight=1", "freemask.maskcut.colour_weight=0",
                        *overrides)
@@ -211,7 +211,7 @@ def test_nms_decayed_filter_removes_planted_duplicates(tmp_path):
     img[60:100, 50:110] = 230
 
     def predict(rule):
-        cfg = make_cfg(tmp_path, "freemask.method=freesolo", f"freemask.filter_score={rule}")
+        cfg = make_cfg(tmp_path, "freemask.method=freesolo", f"freemask.freesolo.filter_score={rule}")
         return FreeMaskPredictor(ZeroPaddedBackbone(), cfg.freemask, "cpu")([({"id": 1}, img)])[0]
 
     raw, decayed = predict("raw"), predict("decayed")

@@ -31,7 +31,7 @@ ADAMIXER = ["backbone.weights=null", "model=adamixer", "adamixer.train.max_iter=
 
 @pytest.mark.e2e
 def test_solo_two_rounds_write_pseudo_labels(sample_cfg):
-    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.freesolo.min_maskness=0.0",
                          run_name="freemask"))
     # round 2 trains half of round 1's iterations, with a weight average
     cfg = sample_cfg("stage=solo", *SOLO, "solo.self_training.iter_fraction=0.5",
@@ -73,7 +73,7 @@ def test_solo_without_free_masks_is_a_clear_error(sample_cfg):
 
 @pytest.mark.e2e
 def test_solo_round_without_confident_masks_says_what_to_do(sample_cfg):
-    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.freesolo.min_maskness=0.0",
                          run_name="freemask"))
     with pytest.raises(UserError, match="round 1 predicted no mask.*score_threshold"):
         run_stage(sample_cfg("stage=solo", *SOLO, "solo.self_training.score_threshold=1.0"))
@@ -148,7 +148,7 @@ def test_stage_maskrcnn_refuses_another_model(sample_cfg):
 def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_sample, sample_cfg):
     """kill -9 mid-round, resume with loader workers: the weights and pseudo-labels of an
     uninterrupted run without workers."""
-    fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+    fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.freesolo.min_maskness=0.0",
                     run_name="freemask")
     run_stage(fm)
     targets = Path(fm.run_dir) / "free_masks_train.json"
@@ -189,7 +189,7 @@ def test_solo_resumes_after_kill_9_to_the_same_pseudo_labels(tmp_path, tiny_samp
 @pytest.mark.e2e
 def test_solo_trains_on_freesolo_views(sample_cfg):
     """Copy-paste and strong views on: a round trains with finite losses and predicts."""
-    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+    run_stage(sample_cfg("stage=freemask", *FREEMASK, "freemask.freesolo.min_maskness=0.0",
                          run_name="freemask"))
     cfg = sample_cfg("stage=solo", *SOLO, "solo.rounds=1", "solo.train.copy_paste=1.0",
                      "solo.train.strong_view=true", run_name="solo_views")
@@ -203,7 +203,7 @@ def test_solo_trains_on_freesolo_views(sample_cfg):
 def test_solo_embedding_loss_reads_the_free_masks_embeddings_from_beside_the_json(sample_cfg):
     """The free masks keep their embeddings in a .npz beside the JSON; SOLO's embedding loss
     gets them back (a loss_embed column with values, not a silently missing term)."""
-    fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.min_maskness=0.0",
+    fm = sample_cfg("stage=freemask", *FREEMASK, "freemask.freesolo.min_maskness=0.0",
                     run_name="freemask")
     run_stage(fm)
     assert (Path(fm.run_dir) / "free_masks_train.embeddings.npz").is_file()
