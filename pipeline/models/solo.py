@@ -161,7 +161,12 @@ def assign_targets(masks: torch.Tensor, labels: torch.Tensor, boxes: torch.Tenso
 
 
 @dataclass
-class LossWeights:
+class SOLOLoss:
+    """SOLO's training loss as named terms and their weights (`solo.loss`, built from its
+    `_target_`): the focal category loss, and on positive cells SOLOv2's Dice (supervised),
+    FreeSOLO's weak box-projection and pairwise-affinity terms (Sec. 3.2), the embedding term,
+    CutLER's DropLoss on the category maps. Called as (model, out, samples, images_rgb, valid,
+    iteration) -> {"loss_<term>": ..., "loss": sum}."""
     cate: float = 1.0
     dice: float = 0.0             # full-mask Dice (SOLOv2's supervised loss, weight 3)
     proj_max: float = 1.0
@@ -180,6 +185,9 @@ class LossWeights:
     focal_gamma: float = 2.0
     sigma: float = 0.2
     drop_loss_iou: float = 0.0    # > 0: CutLER's DropLoss on the category maps (drop_weights)
+
+    def __call__(self, model, out, samples, images_rgb, valid, iteration) -> dict:
+        return solo_loss(model, out, samples, images_rgb, valid, self, iteration)
 
 
 @torch.no_grad()
@@ -207,7 +215,7 @@ def drop_weights(kernels: torch.Tensor, mask_feat: torch.Tensor, targets: torch.
 
 
 def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
-              valid: torch.Tensor, w: LossWeights, iteration: int) -> dict:
+              valid: torch.Tensor, w: SOLOLoss, iteration: int) -> dict:
     """All SOLO losses for a batch. samples carry masks (N,h,w), labels, boxes (+embeddings).
     The dynamic mask convolution and the losses run in float32 (pipeline.ops.precision)."""
     with full_precision(out["mask_feat"].device):
@@ -216,7 +224,7 @@ def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.T
 
 
 def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
-               valid: torch.Tensor, w: LossWeights, iteration: int) -> dict:
+               valid: torch.Tensor, w: SOLOLoss, iteration: int) -> dict:
     device = out["mask_feat"].device
     b, _, hp, wp = images_rgb.shape
     mf = out["mask_feat"]

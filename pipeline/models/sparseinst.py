@@ -158,7 +158,9 @@ class SparseInst(nn.Module):
 # ---------------------------------------------------------------- training (Sec. 3.5)
 
 @dataclass
-class LossWeights:
+class SparseInstLoss:
+    """SparseInst's training loss as named terms and their weights (`sparseinst.loss`, built
+    from its `_target_`), called as (out, samples, padded_hw, supervision, images)."""
     cls: float = 2.0
     dice: float = 2.0
     bce: float = 5.0
@@ -177,6 +179,9 @@ class LossWeights:
     drop_loss_iou: float = 0.0        # > 0: CutLER's DropLoss: unmatched queries whose mask
                                       # overlaps no target by more than this IoU get no
                                       # classification loss (pseudo-labels miss objects)
+
+    def __call__(self, out, samples, padded_hw, supervision, images=None) -> dict:
+        return sparseinst_loss(out, samples, padded_hw, self, supervision, images)
 
 
 def sample_at_points(logits: torch.Tensor, points: torch.Tensor, image_hw) -> torch.Tensor:
@@ -238,15 +243,17 @@ def hungarian_match(cls_prob: torch.Tensor, mask_score: torch.Tensor,
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
 
-def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
-                    supervision: str = "full", images: torch.Tensor | None = None) -> dict:
-    """Matching and losses for a batch. samples: 'labels' (M,), and 'masks' (M, h, w) bool
-    at input size (full) or 'points' (M, K, 2), 'point_labels' (M, K), 'boxes' (M, 4).
-    images: the padded RGB batch in [0, 255], for the pairwise term under points."""
+def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: SparseInstLoss,
+                    supervision="full", images: torch.Tensor | None = None) -> dict:
+    """Matching and losses for a batch (Sec. 3.5). samples: 'labels' (M,) and what the
+    supervision object reads: 'masks' (M, h, w) bool at input size (full masks) or 'points'
+    (M, K, 2), 'point_labels' (M, K), 'boxes' (M, 4) (points). The supervision object (or its
+    kind, for code built outside a config) matches the queries and gives their mask terms and
+    objectness targets. images: the padded RGB batch in [0, 255], for the pairwise term."""
+    from pipeline.supervision import as_supervision
+    supervision = as_supervision(supervision)
     logits, obj, masks = out["logits"], out["objectness"], out["masks"]
     device = masks.device
-    hm, wm = masks.shape[-2:]
-    hp, wp = padded_hw
     cls_target = torch.zeros_like(logits)
     cls_weight = torch.ones_like(logits)      # DropLoss zeroes the rows of dropped queries
     mask_terms, obj_pred, obj_target = [], [], []
@@ -258,58 +265,12 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         num += m
         labels = s["labels"].to(device)
         prob_cls = logits[i].sigmoid()[:, labels]                                 # (Q, M)
-        if supervision == "full":
-            tgt = torch.zeros((m, hp, wp), dtype=torch.float32, device=device)
-            tgt[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"].to(device).float()
-            tgt = F.interpolate(tgt[None], size=(hm, wm), mode="bilinear",
-                                align_corners=False)[0].flatten(1)                 # (M, hw)
-            pred = masks[i].flatten(1)
-            q, t = hungarian_match(prob_cls, dice_score_matrix(
-                pred.detach().sigmoid(), tgt, squared=w.match_dice == "squared"), w.match_alpha)
-            q, t = q.to(device), t.to(device)
-            p, g = pred[q], tgt[t]
-            mask_terms.append(w.dice * dice_loss(p.sigmoid(), g)
-                              + w.bce * F.binary_cross_entropy_with_logits(
-                                  p, g, reduction="none").mean(-1))
-            iou = mask_iou(p.detach().sigmoid() >= w.objectness_threshold, g > 0.5)
-            if w.drop_loss_iou > 0:
-                drop = drop_mask(pred.detach().sigmoid() >= 0.5, tgt > 0.5, q, w.drop_loss_iou)
-                cls_weight[i, drop] = 0.0
-        else:
-            pts, lab = s["points"].to(device), s["point_labels"].to(device)
-            at = sample_at_points(masks[i], pts, (hp, wp))                         # (Q, M, K)
-            box = s["boxes"].to(device) * torch.tensor(
-                [wm / wp, hm / hp, wm / wp, hm / hp], device=device)        # in mask cells
-            inside = box_masks(box, hm, wm)                                        # (M, h, w)
-            prob = masks[i].detach().sigmoid()
-            # a query fits an object when it agrees with its points and fills its box
-            score = point_agreement(at.detach().sigmoid(), lab)
-            if w.box_projection:
-                score = score * projection_score_matrix(prob, inside)
-            q, t = hungarian_match(prob_cls, score, w.match_alpha)
-            q, t = q.to(device), t.to(device)
-            at = at[q, t]                                                          # (P, K)
-            lt = lab[t]
-            valid = (lt >= 0).float()
-            point_term = (F.binary_cross_entropy_with_logits(
-                at, lt.clamp(min=0).float(), reduction="none") * valid).sum(-1) \
-                / valid.sum(-1).clamp(min=1)
-            term = w.bce * point_term
-            if w.box_projection:
-                term = term + w.box_projection * projection_dice_loss(
-                    masks[i][q].sigmoid(), inside[t])
-            if w.outside_box:
-                term = term + w.outside_box * outside_box_loss(masks[i][q], inside[t])
-            if w.pairwise and images is not None:
-                sim, valid = colour_edges(images[i], s["image"].shape[-2:], (hm, wm))
-                term = term + w.pairwise * pairwise_affinity_loss(
-                    masks[i][q], sim.expand(len(q), -1, -1, -1), inside[t] & valid,
-                    w.pairwise_threshold, neighbour_ok=valid.expand(len(q), -1, -1))
-            mask_terms.append(term)
-            # IoU estimated on the points, discounted by the share of the mask outside the box
-            binary = prob[q] > 0.5
-            in_box = (binary & inside[t]).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
-            iou = point_iou(at.detach().sigmoid() > 0.5, lt) * in_box
+        image = images[i] if images is not None else None
+        q, t, term, iou, drop = supervision.dense_mask_terms(masks[i], s, prob_cls, padded_hw,
+                                                             w, image)
+        if drop is not None:
+            cls_weight[i, drop] = 0.0
+        mask_terms.append(term)
         cls_target[i, q, labels[t]] = 1.0
         obj_pred.append(obj[i, q])
         obj_target.append(iou)
@@ -326,6 +287,75 @@ def sparseinst_loss(out: dict, samples: list[dict], padded_hw, w: LossWeights,
         losses["loss_mask"], losses["loss_objectness"] = zero, zero
     losses["loss"] = sum(losses.values())
     return losses
+
+
+def full_mask_terms(pred_masks, s, prob_cls, padded_hw, w, image=None):
+    """Full masks: queries matched by p_cls^(1-a) * dice^a, dice + pixel BCE on the matched
+    masks, objectness towards their mask IoU (Sec. 3.5); DropLoss's unmatched queries.
+    pred_masks (Q, h, w) logits of one image -> (q, t, term (P,), iou (P,), drop (Q,) | None)."""
+    device = pred_masks.device
+    hm, wm = pred_masks.shape[-2:]
+    hp, wp = padded_hw
+    m = len(s["labels"])
+    tgt = torch.zeros((m, hp, wp), dtype=torch.float32, device=device)
+    tgt[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"].to(device).float()
+    tgt = F.interpolate(tgt[None], size=(hm, wm), mode="bilinear",
+                        align_corners=False)[0].flatten(1)                         # (M, hw)
+    pred = pred_masks.flatten(1)
+    q, t = hungarian_match(prob_cls, dice_score_matrix(
+        pred.detach().sigmoid(), tgt, squared=w.match_dice == "squared"), w.match_alpha)
+    q, t = q.to(device), t.to(device)
+    p, g = pred[q], tgt[t]
+    term = w.dice * dice_loss(p.sigmoid(), g) + w.bce * F.binary_cross_entropy_with_logits(
+        p, g, reduction="none").mean(-1)
+    iou = mask_iou(p.detach().sigmoid() >= w.objectness_threshold, g > 0.5)
+    drop = (drop_mask(pred.detach().sigmoid() >= 0.5, tgt > 0.5, q, w.drop_loss_iou)
+            if w.drop_loss_iou > 0 else None)
+    return q, t, term, iou, drop
+
+
+def point_mask_terms(pred_masks, s, prob_cls, padded_hw, w, image=None):
+    """Points and their box (our design, after PointSup and BoxInst): queries matched by
+    their agreement with the points times the box-projection dice; BCE at the points, the
+    projection term, background outside the box, optionally BoxInst's pairwise term;
+    objectness towards the IoU estimated on the points times the share inside the box.
+    pred_masks (Q, h, w) logits of one image -> (q, t, term (P,), iou (P,), None)."""
+    device = pred_masks.device
+    hm, wm = pred_masks.shape[-2:]
+    hp, wp = padded_hw
+    pts, lab = s["points"].to(device), s["point_labels"].to(device)
+    at = sample_at_points(pred_masks, pts, (hp, wp))                               # (Q, M, K)
+    box = s["boxes"].to(device) * torch.tensor(
+        [wm / wp, hm / hp, wm / wp, hm / hp], device=device)                # in mask cells
+    inside = box_masks(box, hm, wm)                                                # (M, h, w)
+    prob = pred_masks.detach().sigmoid()
+    # a query fits an object when it agrees with its points and fills its box
+    score = point_agreement(at.detach().sigmoid(), lab)
+    if w.box_projection:
+        score = score * projection_score_matrix(prob, inside)
+    q, t = hungarian_match(prob_cls, score, w.match_alpha)
+    q, t = q.to(device), t.to(device)
+    at = at[q, t]                                                                  # (P, K)
+    lt = lab[t]
+    valid = (lt >= 0).float()
+    point_term = (F.binary_cross_entropy_with_logits(
+        at, lt.clamp(min=0).float(), reduction="none") * valid).sum(-1) \
+        / valid.sum(-1).clamp(min=1)
+    term = w.bce * point_term
+    if w.box_projection:
+        term = term + w.box_projection * projection_dice_loss(pred_masks[q].sigmoid(), inside[t])
+    if w.outside_box:
+        term = term + w.outside_box * outside_box_loss(pred_masks[q], inside[t])
+    if w.pairwise and image is not None:
+        sim, ok = colour_edges(image, s["image"].shape[-2:], (hm, wm))
+        term = term + w.pairwise * pairwise_affinity_loss(
+            pred_masks[q], sim.expand(len(q), -1, -1, -1), inside[t] & ok,
+            w.pairwise_threshold, neighbour_ok=ok.expand(len(q), -1, -1))
+    # IoU estimated on the points, discounted by the share of the mask outside the box
+    binary = prob[q] > 0.5
+    in_box = (binary & inside[t]).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
+    iou = point_iou(at.detach().sigmoid() > 0.5, lt) * in_box
+    return q, t, term, iou, None
 
 
 def drop_mask(pred: torch.Tensor, target: torch.Tensor, matched: torch.Tensor,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from pycocotools import mask as mask_utils
 
 from pipeline import dist
@@ -23,8 +24,7 @@ from pipeline.data.loader import BatchLoader
 from pipeline.data.strong_views import training_views
 from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
-from pipeline.models.params import dataclass_from
-from pipeline.models.solo import LossWeights, build_solo, solo_loss
+from pipeline.models.solo import build_solo
 from pipeline.models.solo_predictor import SoloPredictor
 from pipeline.reporting import predict_splits, update_json
 from pipeline.lifecycle import fit_or_load, weights_settings
@@ -144,9 +144,7 @@ def round_training(cfg, r: int, model, targets: dict, split, device):
         raise UserError(f"solo.train.optimizer must be sgd or adamw, got {t.optimizer!r}")
     iters = round_iterations(s, r)
     sched = lr_schedule(opt, t.get("schedule", "cosine"), iters, t.warmup_iter)
-    weights = dataclass_from(LossWeights, s.loss)
-    if s.embedding.enabled:
-        weights.embedding = s.embedding.weight
+    loss = instantiate(s.loss, embedding=s.embedding.weight if s.embedding.enabled else 0.0)
 
     paste, strong = float(t.get("copy_paste", 0.0)), bool(t.get("strong_view", False))
 
@@ -169,7 +167,7 @@ def round_training(cfg, r: int, model, targets: dict, split, device):
             else images
         out = m(normalize(net_in.to(device)))
         # the colour-affinity loss reads the weak view: the image's own colours
-        return solo_loss(model, out, samples, images.to(device), valid.to(device), weights, it)
+        return loss(model, out, samples, images.to(device), valid.to(device), it)
     return opt, sched, iters, step
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.models.backbone import ResNetFeatures
-from pipeline.models.solo import (InferenceParams, Level, LossWeights, SOLOv2, assign_targets,
+from pipeline.models.solo import (InferenceParams, Level, SOLOLoss, SOLOv2, assign_targets,
                                   solo_loss, solo_predict)
 
 LEVELS = [Level("p2", 8, 8, (1, 24)), Level("p3", 4, 8, (16, 64))]
@@ -71,7 +71,7 @@ def test_overfits_one_image_with_weak_losses():
     mask = torch.zeros(1, 64, 64, dtype=torch.bool)
     mask[0, 16:40, 20:44] = True
     sample = {"masks": mask, "labels": torch.tensor([0]), "boxes": box_of(mask[0])}
-    w = LossWeights(pairwise_warmup=1)
+    w = SOLOLoss(pairwise_warmup=1)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     first = None
     for it in range(40):
@@ -163,7 +163,7 @@ def test_drop_loss_lowers_only_the_category_loss():
     sample = [{"masks": mask, "labels": torch.tensor([0]), "boxes": box_of(mask[0])}]
     out = m(img)
     valid = torch.ones(1, 64, 64, dtype=torch.bool)
-    off = solo_loss(m, out, sample, img, valid, LossWeights(dice=3.0), 0)
-    on = solo_loss(m, out, sample, img, valid, LossWeights(dice=3.0, drop_loss_iou=0.01), 0)
+    off = solo_loss(m, out, sample, img, valid, SOLOLoss(dice=3.0), 0)
+    on = solo_loss(m, out, sample, img, valid, SOLOLoss(dice=3.0, drop_loss_iou=0.01), 0)
     assert on["loss_cate"] < off["loss_cate"]
     assert torch.equal(on["loss_dice"], off["loss_dice"])

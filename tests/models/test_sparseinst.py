@@ -63,7 +63,7 @@ def test_objectness_target_is_the_matched_mask_iou():
     z = 2.0
     out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.full((1, 1), z),
            "masks": masks}
-    w = si.LossWeights(objectness=1.0)
+    w = si.SparseInstLoss(objectness=1.0)
     loss = si.sparseinst_loss(out, [{"labels": torch.zeros(1, dtype=torch.long),
                                      "masks": target}], (32, 32), w)
     iou = 0.5
@@ -90,7 +90,7 @@ def test_point_loss_prefers_the_mask_the_points_describe():
     def loss(m):
         out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.zeros(1, 1),
                "masks": m}
-        return si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(), "points")["loss_mask"]
+        return si.sparseinst_loss(out, sample, (32, 32), si.SparseInstLoss(), "points")["loss_mask"]
     assert loss(obj) < 0.1 < loss(-obj)
     # the box says outside is background: a mask spilling outside costs more
     spill = obj.clone()
@@ -151,14 +151,14 @@ def test_objectness_target_counts_pixels_from_probability_0_4():
     sample = [{"labels": torch.zeros(1, dtype=torch.long), "masks": target}]
 
     def obj_loss(th):
-        return si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(
+        return si.sparseinst_loss(out, sample, (32, 32), si.SparseInstLoss(
             objectness_threshold=th))["loss_objectness"].item()
     # objectness logit 0: the BCE is log 2 whatever the target, so compare the gradients'
     # sign through a target read back: IoU 0.5 at >= 0.4 (whole map), 1.0 at >= 0.5
     for th, iou in ((0.4, 0.5), (0.5, 1.0)):
         z = torch.zeros(1, 1, requires_grad=True)
         loss = si.sparseinst_loss({**out, "objectness": z}, sample, (32, 32),
-                                  si.LossWeights(objectness_threshold=th))["loss_objectness"]
+                                  si.SparseInstLoss(objectness_threshold=th))["loss_objectness"]
         loss.backward()
         assert z.grad.item() == pytest.approx(0.5 - iou, abs=1e-5)   # d BCE / dz = p - y
     assert obj_loss(0.4) == pytest.approx(math.log(2), rel=1e-5)
@@ -177,8 +177,8 @@ def test_drop_loss_spares_unmatched_queries_on_no_target():
     out = {"logits": torch.zeros(1, 3, 1), "objectness": torch.zeros(1, 3), "masks": masks}
     sample = [{"labels": torch.zeros(1, dtype=torch.long),
                "masks": tgt.view(1, 4, 4).repeat_interleave(4, 1).repeat_interleave(4, 2)}]
-    on = si.sparseinst_loss(out, sample, (16, 16), si.LossWeights(drop_loss_iou=0.01))
-    off = si.sparseinst_loss(out, sample, (16, 16), si.LossWeights())
+    on = si.sparseinst_loss(out, sample, (16, 16), si.SparseInstLoss(drop_loss_iou=0.01))
+    off = si.sparseinst_loss(out, sample, (16, 16), si.SparseInstLoss())
     # logits 0: each query's focal term is known; dropping one background query removes its
     one_bg = 0.75 * 0.5 ** 2 * math.log(2) * 2.0       # (1 - alpha) p^g CE, x the cls weight
     assert off["loss_cls"].item() - on["loss_cls"].item() == pytest.approx(one_bg, rel=1e-4)
@@ -198,7 +198,7 @@ def test_model_shapes_and_a_training_step_lowers_the_loss():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     first = None
     for _ in range(15):
-        loss = si.sparseinst_loss(model(x), sample, (64, 64), si.LossWeights())["loss"]
+        loss = si.sparseinst_loss(model(x), sample, (64, 64), si.SparseInstLoss())["loss"]
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -228,7 +228,7 @@ def test_matching_under_points_prefers_the_query_that_fills_the_box():
                "point_labels": torch.tensor([[1, 0]]), "boxes": box}]
     out = {"logits": torch.full((1, 2, 1), 5.0), "objectness": torch.zeros(1, 2),
            "masks": masks.clone().requires_grad_()}
-    si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(), "points")["loss"].backward()
+    si.sparseinst_loss(out, sample, (32, 32), si.SparseInstLoss(), "points")["loss"].backward()
     # only the matched query receives a mask gradient
     grad = out["masks"].grad[0].abs().flatten(1).sum(1)
     assert grad[1] > 0 and grad[0] == 0
@@ -245,7 +245,7 @@ def test_objectness_target_under_points_is_discounted_by_spill_outside_the_box()
     def obj_loss(m, target):
         out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.logit(
             torch.tensor([[target]])), "masks": m}
-        return si.sparseinst_loss(out, sample, (32, 32), si.LossWeights(),
+        return si.sparseinst_loss(out, sample, (32, 32), si.SparseInstLoss(),
                                   "points")["loss_objectness"].item()
     # the loss is smallest when the predicted objectness equals the discounted IoU (2/3)
     losses = {t: obj_loss(half, t) for t in (0.5, 2 / 3, 0.9)}
@@ -266,7 +266,7 @@ def test_pairwise_term_prefers_the_mask_that_follows_colour_edges():
     pts = torch.tensor([[[12.0, 12.0], [14.0, 18.0]]])
     sample = [{"labels": torch.zeros(1, dtype=torch.long), "points": pts, "boxes": box,
                "point_labels": torch.tensor([[1, 1]]), "image": image[0]}]
-    w = si.LossWeights(pairwise=1.0, box_projection=0.0, outside_box=0.0)
+    w = si.SparseInstLoss(pairwise=1.0, box_projection=0.0, outside_box=0.0)
 
     def loss(m, weights):
         out = {"logits": torch.full((1, 1, 1), 5.0), "objectness": torch.zeros(1, 1),
@@ -275,5 +275,5 @@ def test_pairwise_term_prefers_the_mask_that_follows_colour_edges():
                                   image)["loss_mask"].item()
     assert loss(cuts, w) > loss(follows, w)
     # without the term the two are equal: the points alone cannot tell them apart
-    off = si.LossWeights(pairwise=0.0, box_projection=0.0, outside_box=0.0)
+    off = si.SparseInstLoss(pairwise=0.0, box_projection=0.0, outside_box=0.0)
     assert loss(cuts, off) == pytest.approx(loss(follows, off))
