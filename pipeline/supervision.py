@@ -1,6 +1,7 @@
 """What a student learns from (config group `supervision`), as the object the models call:
 where the training targets come from, what each training sample hands the model, and the
-mask loss of box-based mask heads (Mask R-CNN, AdaMixer, Mask Transfiner's refiner).
+mask loss of box-based mask heads (Mask R-CNN, AdaMixer, Mask Transfiner's refiner), and the
+matching and mask terms of query-based heads without boxes (SparseInst).
 
 - `FullMasks`: every pixel of each object (ground truth, or pseudo-masks: free masks or SOLO's
   pseudo-labels used as if they were masks); torchvision's per-pixel mask loss.
@@ -22,7 +23,7 @@ from pipeline.errors import UserError
 
 
 class Supervision:
-    kind: str              # "full" or "points": for models whose whole loss differs by kind
+    kind: str              # "full" or "points": the name a model built outside a config uses
     keys: tuple[str, ...]  # what a training sample hands the model beside labels and boxes
 
     def __init__(self, node=None):
@@ -57,6 +58,12 @@ class Supervision:
         'point_labels'."""
         raise NotImplementedError
 
+    def dense_mask_terms(self, pred_masks, sample, prob_cls, padded_hw, weights, image=None):
+        """Query-based heads without boxes (SparseInst): one image's mask logits (Q, h, w)
+        matched to its objects -> (queries, objects, mask term per pair, objectness target
+        per pair, queries whose class loss DropLoss drops or None)."""
+        raise NotImplementedError
+
 
 class FullMasks(Supervision):
     kind, keys = "full", ("masks",)
@@ -77,6 +84,10 @@ class FullMasks(Supervision):
                           (size, size), 1.0)
                 for t, o, b in zip(targets, objects, boxes) if len(b)]
         return {"masks": torch.cat(fine)[:, 0] >= 0.5}
+
+    def dense_mask_terms(self, pred_masks, sample, prob_cls, padded_hw, weights, image=None):
+        from pipeline.models.sparseinst import full_mask_terms
+        return full_mask_terms(pred_masks, sample, prob_cls, padded_hw, weights, image)
 
 
 class Points(Supervision):
@@ -103,6 +114,10 @@ class Points(Supervision):
         return {"points": torch.cat([t["points"][o] for t, o in zip(targets, objects)]),
                 "point_labels": torch.cat([t["point_labels"][o]
                                            for t, o in zip(targets, objects)])}
+
+    def dense_mask_terms(self, pred_masks, sample, prob_cls, padded_hw, weights, image=None):
+        from pipeline.models.sparseinst import point_mask_terms
+        return point_mask_terms(pred_masks, sample, prob_cls, padded_hw, weights, image)
 
 
 def build_supervision(node) -> Supervision:

@@ -11,6 +11,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from pipeline.data.coco import mask_to_annotation
 from pipeline.data.instances import pad_batch
@@ -32,9 +33,9 @@ class MaskRCNNStudent:
     """torchvision's Mask R-CNN; box + mask heads; PointSup's point loss under points;
     `maskrcnn.refine=transfiner`: Mask Transfiner's refiner composed on top."""
 
-    def __init__(self, cfg, num_classes):
+    def __init__(self, cfg, num_classes, supervision=None):
         mc, sv = cfg.maskrcnn, cfg.supervision
-        self.cfg, self.supervision = cfg, build_supervision(sv)
+        self.cfg, self.supervision = cfg, supervision or build_supervision(sv)
         self.model = build_maskrcnn(
             build_backbone(cfg.backbone), num_classes, supervision=self.supervision,
             fpn_channels=mc.fpn_channels,
@@ -68,16 +69,16 @@ class MaskRCNNStudent:
 class SparseInstStudent:
     """SparseInst; label 0.. from its class head; boxes are its masks' extents."""
 
-    def __init__(self, cfg, num_classes):
+    def __init__(self, cfg, num_classes, supervision=None):
         c = cfg.sparseinst
-        self.cfg, self.supervision = cfg, build_supervision(cfg.supervision)
+        self.cfg, self.supervision = cfg, supervision or build_supervision(cfg.supervision)
         self.model = si.SparseInst(build_backbone(cfg.backbone), num_classes,
                                    channels=c.encoder_channels, dim=c.decoder_dim,
                                    num_queries=c.num_queries, kernel_dim=c.kernel_dim,
                                    convs=c.decoder_convs, groups=c.groups,
                                    group_fc=c.get("group_fc", "expand"))
-        self.weights = dataclass_from(si.LossWeights, c.loss)
-        self.weights.drop_loss_iou = float(cfg.supervision.get("drop_loss_iou", 0.0))
+        self.loss = instantiate(c.loss, drop_loss_iou=float(
+            cfg.supervision.get("drop_loss_iou", 0.0)))
         self.params = dataclass_from(si.InferenceParams, c.inference)
 
     def optimizer(self, t, params):
@@ -86,9 +87,7 @@ class SparseInstStudent:
     def losses(self, m, samples, device) -> dict:
         images, _ = pad_batch(samples)
         out = m(normalize(images.to(device)))
-        # SparseInst's whole loss (matching included) differs by kind: its own two branches
-        return si.sparseinst_loss(out, samples, images.shape[-2:], self.weights,
-                                  self.supervision.kind, images.to(device))
+        return self.loss(out, samples, images.shape[-2:], self.supervision, images.to(device))
 
     def predict(self, batch, shape, c):
         hp, wp = [-(-d // 32) * 32 for d in shape]
@@ -112,9 +111,9 @@ class AdaMixerStudent:
             "in_points", "out_points", "level_tau", "xy_unit", "mask_channels", "mask_convs",
             "roi_size")
 
-    def __init__(self, cfg, num_classes):
+    def __init__(self, cfg, num_classes, supervision=None):
         c = cfg.adamixer
-        self.cfg, self.supervision = cfg, build_supervision(cfg.supervision)
+        self.cfg, self.supervision = cfg, supervision or build_supervision(cfg.supervision)
         self.model = am.AdaMixer(
             build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
             supervision=self.supervision,
@@ -149,12 +148,13 @@ class AdaMixerStudent:
         return res
 
 
-def build_student(cfg, num_classes: int, name: str | None = None):
+def build_student(cfg, num_classes: int, name: str | None = None, supervision=None):
     """The student of config node `name` (default cfg.model), built from the class its
-    `_target_` names (Hydra's convention) with (cfg, num_classes): a student of one's own
-    plugs in by config, `<model>._target_=my_package.MyStudent`."""
+    `_target_` names (Hydra's convention) with (cfg, num_classes, supervision): a student of
+    one's own plugs in by config, `<model>._target_=my_package.MyStudent`. `supervision`: the
+    object the caller already built from cfg.supervision (else the student builds it)."""
     from hydra.utils import get_class
-    return get_class(str(cfg[name or cfg.model]._target_))(cfg, num_classes)
+    return get_class(str(cfg[name or cfg.model]._target_))(cfg, num_classes, supervision)
 
 
 class StudentPredictor(BatchPredictor):

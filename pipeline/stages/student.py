@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 GUARDED = True  # nothing enters the run folder before the weights' guard passes
 
 
-def training_targets(cfg, split) -> tuple[dict, bool]:
-    """The COCO dict to train on (the supervision's: pipeline/supervision.py), and whether
-    it is class-agnostic."""
-    return build_supervision(cfg.supervision).training_coco(split), bool(cfg.supervision.agnostic)
+def training_targets(cfg, split, supervision=None) -> tuple[dict, bool]:
+    """The COCO dict to train on (the supervision object's, built from cfg.supervision unless
+    given: pipeline/supervision.py), and whether it is class-agnostic."""
+    supervision = supervision or build_supervision(cfg.supervision)
+    return supervision.training_coco(split), bool(cfg.supervision.agnostic)
 
 
 def label_maps(targets, agnostic) -> tuple[dict, dict, int]:
@@ -127,9 +128,10 @@ def run(cfg) -> dict:
     device = dist.init(cfg.hardware.device)
     torch.manual_seed(cfg.seed)
     split = get_split(cfg.dataset, node.train_split)
-    targets, agnostic = training_targets(cfg, split)
+    supervision = build_supervision(sv)
+    targets, agnostic = training_targets(cfg, split, supervision)
     cat_map, label_to_cat, num_classes = label_maps(targets, agnostic)
-    student = build_student(cfg, num_classes)
+    student = build_student(cfg, num_classes, supervision=supervision)
     model = student.model.to(device)
     simulated = targets.pop("simulated_points", False)
 
