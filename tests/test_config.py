@@ -24,7 +24,7 @@ def test_cpu_default_and_coco_preset(tmp_path):
     assert cpu.hardware.device == "cpu" and cpu.dataset.kind == "sample"
     coco = make_cfg(tmp_path, "experiment=coco_r50")
     assert coco.backbone.arch == "resnet50" and coco.hardware.device == "cuda"
-    assert coco.freemask.short_side == 800 and coco.freemask.top_k == 20
+    assert coco.freemask.short_side == 800 and coco.freemask.freesolo.top_k == 20
     assert Path(coco.dataset.splits.val.json).name == "instances_val2017.json"
 
 
@@ -87,3 +87,54 @@ def test_a_baseline_without_a_target_is_refused_in_one_line(tmp_path):
     cfg = make_cfg(tmp_path)
     with pytest.raises(UserError, match="baseline.methods names 'nope'"):
         method_of(cfg.baseline, "nope")
+
+
+@pytest.mark.parametrize("experiment", ["cpu_sample", "coco_r50"])
+@pytest.mark.parametrize("method", ["freesolo", "maskcut"])
+def test_every_free_mask_method_instantiates_and_finds_a_planted_object(tmp_path, experiment,
+                                                                        method):
+    """Each free-mask method node names its class (`_target_`); the object built from each
+    experiment turns a feature map with one planted block into at least one mask on it."""
+    import torch
+    from pipeline.models.free_mask_predictor import build_method
+    cfg = make_cfg(tmp_path, f"experiment={experiment}", f"freemask.method={method}",
+                   f"freemask.{method}.{'min_maskness' if method == 'freesolo' else 'min_score'}=0")
+    masks = build_method(cfg.freemask)
+    assert type(masks).__name__ == str(cfg.freemask[method]._target_).rsplit(".", 1)[1]
+    torch.manual_seed(0)
+    feat = torch.zeros(1, 8, 12, 12)            # object and background features orthogonal
+    feat[0, 4:] = 1.0
+    feat[0, :4, 3:8, 4:9], feat[0, 4:, 3:8, 4:9] = 1.0, 0.0
+    feat += torch.rand(1, 8, 12, 12) * 0.05
+    batch = torch.full((1, 3, 48, 48), 40.0)
+    batch[0, :, 12:32, 16:36] = 220.0
+    (soft, extras), = list(masks(feat, batch))
+    assert len(extras) == len(soft) > 0
+    planted = torch.zeros(12, 12, dtype=torch.bool)
+    planted[3:8, 4:9] = True
+    hits = [((s >= 0.5) & planted).sum() / ((s >= 0.5) | planted).sum() for s in soft]
+    assert max(hits) > 0.5
+
+
+def test_an_unknown_free_mask_method_is_refused_in_one_line(tmp_path):
+    from pipeline.config_checks import check
+    from pipeline.errors import UserError
+    cfg = make_cfg(tmp_path, "freemask.method=nope")
+    with pytest.raises(UserError, match="freemask.method='nope' names no node"):
+        check(cfg)
+
+
+@pytest.mark.parametrize("overrides", [["experiment=cpu_sample"], ["experiment=coco_r50"],
+                                       ["solo=full_masks"]])
+def test_every_loss_node_instantiates_with_its_weights(tmp_path, overrides):
+    """`solo.loss` and `sparseinst.loss` name their loss class (`_target_`); the object
+    carries every weight the node sets (a key the class lacks fails here)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    cfg = make_cfg(tmp_path, *overrides)
+    for node in (cfg.solo.loss, cfg.sparseinst.loss):
+        loss = instantiate(node)
+        assert callable(loss)
+        for key, value in OmegaConf.to_container(node).items():
+            if key != "_target_":
+                assert getattr(loss, key) == value, key
