@@ -1,6 +1,8 @@
 """A Label Studio project for the browser tests: one task (the tiny sample's first image)
 with its ground truth pre-annotated as boxes and N points each."""
+import json
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,26 @@ def import_task(label_studio, tiny_sample, prefix: str, t: dict) -> dict:
 def one_task(label_studio, tiny_sample, prefix: str) -> dict:
     """A project with the tiny sample's first image, its ground truth as pre-annotation."""
     return import_task(label_studio, tiny_sample, prefix, preplaced(tiny_sample))
+
+
+@contextmanager
+def logged_in_page(p, label_studio, tmp_path, width: int, height: int,
+                   settings: dict | None = None, shot: str = "page.png", full_page: bool = False):
+    """A browser page of width x height logged in to the server (with the gear menu's
+    `settings` stored where Label Studio keeps them); on failure a screenshot is kept in
+    tmp_path and its path printed."""
+    from bench.annotator.browser import launch, login
+    browser = launch(p)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        login(page, label_studio.url, label_studio.username, label_studio.password)
+        if settings:
+            page.evaluate(f"localStorage.setItem('labelStudio:settings', "
+                          f"JSON.stringify({json.dumps(settings)}))")
+        yield page
+    except Exception:
+        page.screenshot(path=str(tmp_path / shot), full_page=full_page)
+        print(f"screenshot: {tmp_path / shot}")
+        raise
+    finally:
+        browser.close()

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from annotation import sync as ls_sync, tasks
-from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
-from tests.annotation.projects import N, import_task, one_task, preplaced
+from bench.annotator.browser import CHROMIUM, open_task, image_box, submit
+from tests.annotation.projects import N, import_task, logged_in_page, one_task, preplaced
 from annotation.client import connect
 from pipeline.data.coco import decode_segmentation, load_coco
 from tests.annotation.test_editor import regions, top_shape
@@ -28,21 +28,14 @@ def deepest_pixel(mask: np.ndarray) -> tuple[float, float]:
 
 @contextmanager
 def labeling_page(p, label_studio, pid, tid, tmp_path, height: int = 900):
-    """Log in, open a task's labeling page and yield it; on failure save a screenshot."""
-    browser = launch(p)
-    page = browser.new_page(viewport={"width": 1400, "height": height})
-    try:
-        login(page, label_studio.url, label_studio.username, label_studio.password)
+    """Log in, open a task's labeling page and yield it, then submit; on failure save a
+    screenshot."""
+    with logged_in_page(p, label_studio, tmp_path, 1400, height, shot="labeling_page.png",
+                        full_page=True) as page:
         open_task(page, label_studio.url, pid, tid)
         yield page
         submit(page)
         page.wait_for_timeout(1000)
-    except Exception:
-        page.screenshot(path=str(tmp_path / "labeling_page.png"), full_page=True)
-        print(f"screenshot of the labeling page: {tmp_path / 'labeling_page.png'}")
-        raise
-    finally:
-        browser.close()
 
 
 def test_click_in_ui_arrives_at_clicked_pixel(label_studio, tiny_sample, tmp_path, request):
@@ -270,59 +263,49 @@ def test_laptop_screen_whole_image_one_point_size_label_kept_new_point_selectabl
     assert len(spots) == 3, "no box of the tiny sample's first image has room for 3 points"
 
     W, H = 1366, 768
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": W, "height": H})
-        try:
-            login(page, label_studio.url, label_studio.username, label_studio.password)
-            # the setting an annotator turns on in the gear menu (Label Studio keeps it here)
-            page.evaluate("localStorage.setItem('labelStudio:settings', "
-                          "JSON.stringify({continuousLabeling: true}))")
-            page.goto(f"{label_studio.url}/projects/{pid}/data?labeling=1")   # Label All Tasks
-            page.locator("img[alt='image']").first.wait_for(state="visible", timeout=60000)
-            page.wait_for_timeout(1000)
-            views = {"label all tasks": in_view(page, H)}
-            open_task(page, label_studio.url, pid, tid)                        # from the list
-            page.wait_for_timeout(1000)
-            views["data list"] = in_view(page, H)
-            for view, v in views.items():
-                img, label = v["image"], v["label"]
-                assert img["y"] >= 0 and img["y"] + img["height"] <= v["bar"] + 1, (view, v)
-                assert img["x"] >= 0 and img["x"] + img["width"] <= W, (view, v)
-                assert 0 <= label["y"] and label["y"] + label["height"] <= H, (view, v)
-            bb = image_box(page)
+    # the setting an annotator turns on in the gear menu: keep the label after a region
+    with sync_playwright() as p, logged_in_page(p, label_studio, tmp_path, W, H,
+                                                {"continuousLabeling": True},
+                                                "laptop.png") as page:
+        page.goto(f"{label_studio.url}/projects/{pid}/data?labeling=1")   # Label All Tasks
+        page.locator("img[alt='image']").first.wait_for(state="visible", timeout=60000)
+        page.wait_for_timeout(1000)
+        views = {"label all tasks": in_view(page, H)}
+        open_task(page, label_studio.url, pid, tid)                        # from the list
+        page.wait_for_timeout(1000)
+        views["data list"] = in_view(page, H)
+        for view, v in views.items():
+            img, label = v["image"], v["label"]
+            assert img["y"] >= 0 and img["y"] + img["height"] <= v["bar"] + 1, (view, v)
+            assert img["x"] >= 0 and img["x"] + img["width"] <= W, (view, v)
+            assert 0 <= label["y"] and label["y"] + label["height"] <= H, (view, v)
+        bb = image_box(page)
 
-            def screen(x, y):
-                return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
-            page.keyboard.press("o")                      # the label, once
-            for s in spots:
-                page.keyboard.down("Control")
-                page.mouse.click(*screen(*s))
-                page.keyboard.up("Control")
-                page.wait_for_timeout(300)
-            page.keyboard.press("Escape")
-            for s in spots:       # why a click on the image cannot select a hand-added point
-                assert top_shape(page, *screen(*s)) in boxes, s
-            k = next(iter(pts))   # while a pre-placed point is above its box
-            assert top_shape(page, *screen(*pts[k])) == k
-            page.locator(".lsf-tree-list").first.hover()  # Regions list: scroll to its end
-            page.mouse.wheel(0, 5000)
-            page.wait_for_timeout(500)
-            page.locator(".lsf-outliner-item").last.click()    # the newest point's row
+        def screen(x, y):
+            return bb["x"] + x * bb["width"] / w, bb["y"] + y * bb["height"] / h
+        page.keyboard.press("o")                      # the label, once
+        for s in spots:
+            page.keyboard.down("Control")
+            page.mouse.click(*screen(*s))
+            page.keyboard.up("Control")
             page.wait_for_timeout(300)
-            chosen = [k for k, r in regions(page).items() if r["selected"]]
-            assert len(chosen) == 1 and chosen[0] not in pts, chosen
-            page.keyboard.press("x")
-            page.wait_for_timeout(300)
-            page.keyboard.press("Escape")
-            submit(page)
-            page.wait_for_timeout(1000)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "laptop.png"))
-            print(f"screenshot: {tmp_path / 'laptop.png'}")
-            raise
-        finally:
-            browser.close()
+        page.keyboard.press("Escape")
+        for s in spots:       # why a click on the image cannot select a hand-added point
+            assert top_shape(page, *screen(*s)) in boxes, s
+        k = next(iter(pts))   # while a pre-placed point is above its box
+        assert top_shape(page, *screen(*pts[k])) == k
+        page.locator(".lsf-tree-list").first.hover()  # Regions list: scroll to its end
+        page.mouse.wheel(0, 5000)
+        page.wait_for_timeout(500)
+        page.locator(".lsf-outliner-item").last.click()    # the newest point's row
+        page.wait_for_timeout(300)
+        chosen = [k for k, r in regions(page).items() if r["selected"]]
+        assert len(chosen) == 1 and chosen[0] not in pts, chosen
+        page.keyboard.press("x")
+        page.wait_for_timeout(300)
+        page.keyboard.press("Escape")
+        submit(page)
+        page.wait_for_timeout(1000)
     raw = ls_sync.pull(client, pid, tmp_path / "raw")
     assert raw["tasks"] == 1
     export = json.loads(next((tmp_path / "raw").glob("task_*.json")).read_text())

@@ -10,14 +10,12 @@ nothing selected, measured): docs/annotation.md says so, and sync drops them."""
 import json
 import re
 from contextlib import contextmanager
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from annotation import sync as ls_sync
-from bench.annotator.browser import CHROMIUM, launch, login, open_task, image_box, submit
-from tests.annotation.projects import N, one_task
+from bench.annotator.browser import open_task, image_box, submit
+from tests.annotation.projects import logged_in_page, one_task
 
 pytestmark = pytest.mark.e2e
 W, H = 1366, 768
@@ -27,22 +25,10 @@ W, H = 1366, 768
 def editor(p, label_studio, t: dict, tmp_path, settings: dict | None = None):
     """The task's labeling page at 1366 x 768 (with the gear menu's `settings`); on failure a
     screenshot is kept."""
-    browser = launch(p)
-    page = browser.new_page(viewport={"width": W, "height": H})
-    try:
-        login(page, label_studio.url, label_studio.username, label_studio.password)
-        if settings:
-            page.evaluate(f"localStorage.setItem('labelStudio:settings', "
-                          f"JSON.stringify({json.dumps(settings)}))")
+    with logged_in_page(p, label_studio, tmp_path, W, H, settings, "editor.png") as page:
         open_task(page, label_studio.url, t["pid"], t["tid"])
         page.wait_for_timeout(1000)
         yield page
-    except Exception:
-        page.screenshot(path=str(tmp_path / "editor.png"))
-        print(f"screenshot: {tmp_path / 'editor.png'}")
-        raise
-    finally:
-        browser.close()
 
 
 def screen(page, t):
