@@ -269,3 +269,18 @@ def test_stage_output_projections_start_xavier_uniform_as_released():
     assert (stage.mixing.generator.weight == 0).all()
     assert (stage.offsets.linear.weight == 0).all() and (stage.reg.weight == 0).all()
 
+
+@pytest.mark.parametrize("neck", ["none", "fpn"])
+def test_feature_space_levels_and_the_fpn_necks_top_down_path(neck):
+    from pipeline.models.adamixer.feature_space import FeatureSpace3D
+    torch.manual_seed(0)
+    chans = {"res2": 8, "res3": 16, "res4": 32, "res5": 64}
+    fs = FeatureSpace3D(chans, 32, neck=neck)
+    feats = {n: torch.randn(1, c, 64 // s, 64 // s)
+             for (n, c), s in zip(chans.items(), STRIDES)}
+    out = fs(feats)
+    assert [tuple(x.shape) for x in out] == [(1, 32, 64 // s, 64 // s) for s in STRIDES]
+    # the pyramid carries res5 down to the finest level; the released 1x1 projections do not
+    feats["res5"] = feats["res5"] + 1.0
+    changed = not torch.allclose(fs(feats)[0], out[0])
+    assert changed == (neck == "fpn")
