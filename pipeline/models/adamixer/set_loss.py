@@ -2,7 +2,8 @@
 DETR): each object is assigned to one query by minimising a cost of focal class cost + L1
 box distance + negative GIoU; the matched queries learn their object's class and box, every
 other query learns "no object" (focal loss). Applied after every stage. Released weights:
-class 2, L1 5 (on boxes normalised by the image size), GIoU 2, for the cost and the loss.
+class 2, L1 5 (on boxes normalised by the image size), GIoU 2, for the cost and the loss; the
+L1 cost compares (cx, cy, w, h), the L1 loss corners (both as released).
 """
 from __future__ import annotations
 
