@@ -133,6 +133,7 @@ RULES = {
     "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
     "model": _one_of("maskrcnn", "sparseinst", "adamixer"),
     "maskrcnn.refine": _one_of("none", "transfiner"),
+    "adamixer.neck": _one_of("none", "fpn"),
     "maskrcnn.transfiner.sizes": _quadtree_sizes(),
     **{k: COUNT for k in ("maskrcnn.transfiner.dim", "maskrcnn.transfiner.layers",
                           "maskrcnn.transfiner.heads", "maskrcnn.transfiner.detector_width")},

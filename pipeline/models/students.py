@@ -116,7 +116,7 @@ class AdaMixerStudent:
         self.cfg, self.supervision = cfg, supervision or build_supervision(cfg.supervision)
         self.model = am.AdaMixer(
             build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
-            supervision=self.supervision,
+            supervision=self.supervision, neck=str(c.get("neck", "none")),
             loss_weights=dataclass_from(am.AdaMixerLossWeights, c.loss))
         self.params = dataclass_from(am.InferenceParams, c.inference)
 

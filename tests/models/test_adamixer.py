@@ -242,3 +242,45 @@ def test_backbone_lr_mult_sets_the_backbones_step():
     backbone = len(list(student.model.backbone.parameters()))
     assert lrs[backbone] == pytest.approx(1e-4)
     assert sum(lrs) == len(list(student.model.parameters())) and len(lrs) == 2
+
+
+def test_matching_l1_cost_is_on_centre_and_size_as_released():
+    # one object, two queries: A is the object shifted right by 0.1 of the image, B the object
+    # widened by 0.07 on each side. On (cx, cy, w, h), A is nearer (0.10 vs 0.14); on corners,
+    # B would be (0.14 vs 0.20)
+    whwh = torch.tensor([100.0, 100, 100, 100])
+    gt = torch.tensor([[40.0, 40, 60, 60]])
+    boxes = torch.tensor([[50.0, 40, 70, 60], [33.0, 40, 67, 60]])
+    q, m = hungarian_match(torch.zeros(2, 1), boxes, torch.tensor([0]), gt, whwh,
+                           SetLossWeights(cls=0.0, l1=1.0, giou=0.0))
+    assert q.tolist() == [0] and m.tolist() == [0]
+
+
+def test_stage_output_projections_start_xavier_uniform_as_released():
+    from pipeline.models.adamixer.stage import DecoderStage
+    torch.manual_seed(0)
+    stage = DecoderStage(1, dim=64, feat_dim=64, heads=4, ffn_dim=256)
+    for lin in (stage.attention.attn.out_proj, stage.mixing.out_proj):
+        fan_out, fan_in = lin.weight.shape
+        xavier = math.sqrt(6.0 / (fan_in + fan_out))
+        # PyTorch's default bound is 1 / sqrt(fan_in): 0.011 for the mixing's 8192 inputs,
+        # where xavier's is 0.027
+        assert 0.9 * xavier < lin.weight.abs().max() <= xavier
+    assert (stage.mixing.generator.weight == 0).all()
+    assert (stage.offsets.linear.weight == 0).all() and (stage.reg.weight == 0).all()
+
+
+@pytest.mark.parametrize("neck", ["none", "fpn"])
+def test_feature_space_levels_and_the_fpn_necks_top_down_path(neck):
+    from pipeline.models.adamixer.feature_space import FeatureSpace3D
+    torch.manual_seed(0)
+    chans = {"res2": 8, "res3": 16, "res4": 32, "res5": 64}
+    fs = FeatureSpace3D(chans, 32, neck=neck)
+    feats = {n: torch.randn(1, c, 64 // s, 64 // s)
+             for (n, c), s in zip(chans.items(), STRIDES)}
+    out = fs(feats)
+    assert [tuple(x.shape) for x in out] == [(1, 32, 64 // s, 64 // s) for s in STRIDES]
+    # the pyramid carries res5 down to the finest level; the released 1x1 projections do not
+    feats["res5"] = feats["res5"] + 1.0
+    changed = not torch.allclose(fs(feats)[0], out[0])
+    assert changed == (neck == "fpn")

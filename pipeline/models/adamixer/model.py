@@ -42,10 +42,11 @@ class AdaMixer(nn.Module):
                  ffn_dim: int = 2048, groups: int = 4, in_points: int = 32,
                  out_points: int = 128, level_tau: float = 2.0, xy_unit: float = 1000.0,
                  mask_channels: int = 256, mask_convs: int = 4, roi_size: int = 14,
-                 supervision: str = "full", loss_weights: AdaMixerLossWeights | None = None):
+                 supervision: str = "full", loss_weights: AdaMixerLossWeights | None = None,
+                 neck: str = "none"):
         super().__init__()
         self.backbone = backbone
-        self.space = FeatureSpace3D(backbone.channels, feat_dim)
+        self.space = FeatureSpace3D(backbone.channels, feat_dim, neck=neck)
         self.content = nn.Embedding(num_queries, dim)
         self.stages = nn.ModuleList(
             DecoderStage(num_classes, dim, feat_dim, heads, ffn_dim, groups, in_points,

@@ -2,7 +2,8 @@
 DETR): each object is assigned to one query by minimising a cost of focal class cost + L1
 box distance + negative GIoU; the matched queries learn their object's class and box, every
 other query learns "no object" (focal loss). Applied after every stage. Released weights:
-class 2, L1 5 (on boxes normalised by the image size), GIoU 2, for the cost and the loss.
+class 2, L1 5 (on boxes normalised by the image size), GIoU 2, for the cost and the loss; the
+L1 cost compares (cx, cy, w, h), the L1 loss corners (both as released).
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import generalized_box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import (box_convert, generalized_box_iou, generalized_box_iou_loss,
+                             sigmoid_focal_loss)
 
 
 @dataclass
@@ -32,6 +34,12 @@ def focal_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: 
     return pos - neg
 
 
+def _cxcywh(boxes: torch.Tensor, whwh: torch.Tensor) -> torch.Tensor:
+    """(M, 4) xyxy pixels -> (M, 4) (cx, cy, w, h) as fractions of the image: the L1
+    matching cost's coordinates (as released; the L1 loss is on xyxy)."""
+    return box_convert(boxes.float() / whwh, "xyxy", "cxcywh")
+
+
 @torch.no_grad()
 def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                     gt_boxes: torch.Tensor, whwh: torch.Tensor, w: SetLossWeights
@@ -39,7 +47,7 @@ def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Ten
     """One image: (Q, K) logits, (Q, 4) xyxy boxes, (M,) labels, (M, 4) xyxy boxes, (4,)
     image size -> (query indices, object indices), each object exactly once (Q >= M)."""
     cost = (w.cls * focal_cost(logits.float(), labels, w.focal_alpha, w.focal_gamma)
-            + w.l1 * torch.cdist(boxes.float() / whwh, gt_boxes.float() / whwh, p=1)
+            + w.l1 * torch.cdist(_cxcywh(boxes, whwh), _cxcywh(gt_boxes, whwh), p=1)
             - w.giou * generalized_box_iou(boxes.float(), gt_boxes.float()))
     rows, cols = linear_sum_assignment(cost.nan_to_num(1e6).cpu().numpy())
     return (torch.as_tensor(rows, dtype=torch.long, device=logits.device),

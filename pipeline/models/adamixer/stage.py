@@ -40,7 +40,11 @@ class DecoderStage(nn.Module):
         self.cls_branch, self.reg_branch = _branch(dim, 1), _branch(dim, 1)
         self.cls = nn.Linear(dim, num_classes)
         self.reg = nn.Linear(dim, 4)
-        for m in (*self.ffn, *self.cls_branch, *self.reg_branch, self.cls):
+        # as released, every linear layer of the stage starts xavier-uniform (the attention's
+        # and the mixing's output projections too), except the layers set below and the
+        # offset and mixing-weight generators (zero weights, see sampling.py and mixing.py)
+        for m in (*self.ffn, *self.cls_branch, *self.reg_branch, self.cls,
+                  self.attention.attn.out_proj, self.mixing.out_proj):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
