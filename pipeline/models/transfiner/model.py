@@ -219,3 +219,18 @@ class TransfinerMaskRCNN(nn.Module):
         for d, i, r in zip(dets, chosen, refined):
             d["masks"][i] = r[:, None].to(d["masks"])
         return dets
+
+    @torch.no_grad()
+    def refine_given(self, images, boxes, coarse) -> list[torch.Tensor]:
+        """The refiner alone on masks from elsewhere (stage=refine): images (3, h, w) in
+        [0, 1], boxes per image (K, 4) at that size, coarse per image (K, S0, S0) mask
+        probabilities -> per image (K, M, M) refined masks."""
+        m = self.maskrcnn
+        batch, _ = m.transform(images)
+        features = m.backbone(batch.tensors)
+        if self.p.pixels:
+            features = dict(features, image=batch.tensors)
+        dets = [{"boxes": b, "scores": torch.ones(len(b), device=b.device), "masks": c[:, None]}
+                for b, c in zip(boxes, coarse)]
+        dets = self.refine(features, batch.image_sizes, dets)  # score 1 >= any min_score
+        return [d["masks"][:, 0] for d in dets]
