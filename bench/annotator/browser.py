@@ -135,28 +135,27 @@ def selected(page) -> bool:
     return not page.get_by_text("View region details").is_visible()
 
 
-def store_ids(page, flag: str) -> list[str]:
-    """The ids of the editor's regions with `flag` (selected, highlighted) set."""
-    return page.evaluate(f"""() => Htx.annotationStore.selected.regionStore.regions
-        .filter(r => r.{flag}).map(r => r.cleanId)""")
+def selected_ids(page) -> list[str]:
+    """The ids of the editor's selected regions."""
+    return page.evaluate("""() => Htx.annotationStore.selected.regionStore.regions
+        .filter(r => r.selected).map(r => r.cleanId)""")
 
 
 def select_in_list(canvas: Canvas, rid: str) -> bool:
-    """Select region `rid` by its row in the Regions list, as a person does when no spot of
-    it on the image takes a click: hover the rows until that region lights up on the image,
-    click the row (one click). True when exactly `rid` is then selected."""
+    """Select region `rid` as a click on its row in the Regions list does (the editor's own
+    `selectArea`, which that click calls), counted as one click: what a person does when no
+    spot of the box on the image takes a click. (Finding the row by hovering did not work:
+    Label Studio 1.23.2 highlights a region on hover only in linking mode.) True when
+    exactly `rid` is then selected."""
     page = canvas.page
-    rows = page.locator(".lsf-outliner-item")
-    for i in range(rows.count()):
-        row = rows.nth(i)
-        row.scroll_into_view_if_needed()
-        row.hover()
-        if store_ids(page, "highlighted") == [rid]:
-            row.click()
-            canvas.act.clicks += 1
-            page.wait_for_timeout(SETTLE_MS)
-            return store_ids(page, "selected") == [rid]
-    return False
+    found = page.evaluate("""(rid) => {
+        const a = Htx.annotationStore.selected;
+        const r = a.regionStore.regions.find(r => r.cleanId === rid);
+        if (r) a.selectArea(r);
+        return !!r; }""", rid)
+    canvas.act.clicks += 1
+    page.wait_for_timeout(SETTLE_MS)
+    return found and selected_ids(page) == [rid]
 
 
 def flip(canvas: Canvas, x: float, y: float, want: str, what: str) -> None:
