@@ -174,10 +174,12 @@ bench-scale: $(STAMP)
 	$(PY) bench/scale.py
 
 # A simulated annotation run in the real Label Studio UI (scripted browser, ground truth as
-# the annotator): before (SOLO pseudo-labels) / after (free masks >= 0.7), on 8 tasks
+# the annotator): before (SOLO pseudo-labels) / after (free masks >= 0.7) / after with the
+# assistant a user gets (trained on the pseudo-labels, no ground truth, as `make annotate`)
 bench-annotation: pseudo-labels browser $(LS_STAMP)
-	$(PY) bench/annotation_session.py --plan-only --split val
-	$(PY) bench/annotation_session.py --tasks 8
+	$(PY) -m annotation.prepare assistant $(DATA_ARGS) $(ARGS)
+	$(PY) bench/annotation_session.py --plan-only --split val --assistant pseudo
+	$(PY) bench/annotation_session.py --tasks 8 --assistant pseudo
 
 # docs/results.md from the runs' own tables (make pseudo-labels / make compare first)
 results: $(STAMP)

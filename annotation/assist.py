@@ -51,6 +51,22 @@ def uncertain_points(prob: np.ndarray, box, n: int) -> list[tuple[float, float, 
     return chosen
 
 
+def uniform_points(prob: np.ndarray, box, n: int) -> list[tuple[float, float, bool]]:
+    """n points uniform in box (x0, y0, x1, y1), PointSup's protocol (Sec. 4) as the
+    pre-annotations place theirs, each with its label p >= 0.5. Seeded by the box, so the
+    same box gets the same points."""
+    x0, y0, x1, y1 = box_window(box, *prob.shape)
+    if x1 <= x0 or y1 <= y0 or n <= 0:
+        return []
+    rng = np.random.default_rng([x0, y0, x1, y1])
+    xs, ys = x0 + rng.random(n) * (x1 - x0), y0 + rng.random(n) * (y1 - y0)
+    return [(float(x), float(y), bool(prob[int(y), int(x)] >= 0.5)) for x, y in zip(xs, ys)]
+
+
+# where the assistant puts the points of a box (annotation.assistant.placement)
+PLACEMENTS = {"uncertain": uncertain_points, "uniform": uniform_points}
+
+
 def brush_result(mask: np.ndarray, rid: str) -> dict:
     """A binary mask as a Label Studio brush region (its own RLE, not COCO's)."""
     from label_studio_sdk.converter.brush import mask2rle
@@ -63,13 +79,14 @@ def brush_result(mask: np.ndarray, rid: str) -> dict:
 
 
 def box_regions(prob: np.ndarray, box, n_points: int, box_id: str, label: str,
-                with_box: bool, with_mask: bool = True) -> list[dict]:
+                with_box: bool, with_mask: bool = True,
+                placement: str = "uniform") -> list[dict]:
     """Points (listed first: Label Studio stacks regions in list order), the box, and the mask
     overlay last (when the project has a brush control). Point ids `<box id>_p<j>` tie each
-    point to its box in sync."""
+    point to its box in sync. `placement`: a key of PLACEMENTS."""
     h, w = prob.shape
     out = [point_result(x, y, w, h, obj, f"{box_id}_p{j}", box_id if with_box else None)
-           for j, (x, y, obj) in enumerate(uncertain_points(prob, box, n_points))]
+           for j, (x, y, obj) in enumerate(PLACEMENTS[placement](prob, box, n_points))]
     if with_box:
         out.append(box_result([box[0], box[1], box[2] - box[0], box[3] - box[1]], w, h, label,
                               box_id))
@@ -143,6 +160,26 @@ class Assistant:
                                  align_corners=False)[0, 0].cpu().numpy()
             res.append(((box * s).tolist(), prob, score))
         return res
+
+
+def labelled_by(assistant: Assistant, coco: dict, image_root) -> dict:
+    """`coco` (pre-annotations) with each instance's mask replaced by the assistant's mask for
+    its box (the mask head run on the box, `masks_for_boxes`): its points are then labelled
+    by the assistant, not by the source's own mask (a variant `bench/annotation_session.py
+    --plan-only` costs). Boxes and scores stay the source's."""
+    from pipeline.data.coco import annotations_by_image, encode_mask
+    from pipeline.data.images import read_rgb
+    anns = []
+    by_image = annotations_by_image(coco)
+    for im in coco["images"]:
+        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                  a["bbox"][1] + a["bbox"][3]] for a in by_image.get(im["id"], [])]
+        if not boxes:
+            continue
+        probs = assistant.masks_for_boxes(read_rgb(Path(image_root) / im["file_name"]), boxes)
+        anns += [dict(a, segmentation=encode_mask(prob >= 0.5))
+                 for a, prob in zip(by_image[im["id"]], probs)]
+    return dict(coco, annotations=anns)
 
 
 def drawn_boxes(context: dict | None) -> list[tuple[str, list[float], str]]:

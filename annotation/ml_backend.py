@@ -68,8 +68,9 @@ class Backend:
 
     def __init__(self, run_dir, document_root, points: int = 10, score_threshold: float = 0.3,
                  device: str = "cpu", state_dir=None, retrain_every: int = 0,
-                 retrain_command: str | None = None):
+                 retrain_command: str | None = None, placement: str = "uniform"):
         self.run_dir, self.document_root = Path(run_dir), Path(document_root)
+        self.placement = placement   # where a box's points go (annotation.assist.PLACEMENTS)
         self.points, self.score_threshold, self.device = points, score_threshold, device
         self.state_dir = Path(state_dir or self.run_dir / "ml_backend")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -102,12 +103,14 @@ class Backend:
                 # under the drawn one it stayed above its points and took their clicks
                 # (found in the simulated annotation run); listed after them it lies below
                 regions += box_regions(prob, box, self.points, f"{rid}{ASSISTED}", label,
-                                       with_box=True, with_mask=with_mask)
+                                       with_box=True, with_mask=with_mask,
+                                       placement=self.placement)
                 certainty.append(box_certainty(prob, box))
         else:
             for k, (box, prob, _) in enumerate(m.detect(image, self.score_threshold)):
                 regions += box_regions(prob, box, self.points, f"b{k}", "object",
-                                       with_box=True, with_mask=with_mask)
+                                       with_box=True, with_mask=with_mask,
+                                       placement=self.placement)
                 certainty.append(box_certainty(prob, box))
         # points first, then boxes, masks last: Label Studio stacks regions in list order
         order = {"keypointlabels": 0, "rectanglelabels": 1, "brushlabels": 2}
@@ -249,7 +252,8 @@ def main(argv=None) -> int:
                           float(a.assistant.score_threshold), str(c.hardware.device),
                           retrain_every=int(a.assistant.retrain_every) if
                           served.retrain_command else 0,
-                          retrain_command=served.retrain_command)
+                          retrain_command=served.retrain_command,
+                          placement=str(a.assistant.get("placement", "uniform")))
         backend.model()  # fail now, not at the first click
     except UserError as e:
         print(f"error: {e}", flush=True)

@@ -92,7 +92,7 @@ def retrain(overrides: list[str]) -> dict:
     publish(home, train.run_dir)
     backend = Backend(home, sync.annotation.document_root,
                       int(sync.annotation.points_per_box), float(s.score_threshold),
-                      sync.hardware.device)
+                      sync.hardware.device, placement=str(s.get("placement", "uniform")))
     n = repredict(sync, backend)
     log.info("serving %s; %d unlabelled task(s) pre-annotated again", backend.model().version, n)
     return {"images": synced["images"], "instances": synced["instances"],

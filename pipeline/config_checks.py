@@ -131,6 +131,7 @@ RULES = {
     "solo.train.optimizer": _one_of("sgd", "adamw"),
     "pretrain.augment": _one_of("batch", "per_image"),
     "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
+    "annotation.assistant.placement": _one_of("uncertain", "uniform"),
     "model": _one_of("maskrcnn", "sparseinst", "adamixer"),
     "maskrcnn.refine": _one_of("none", "transfiner"),
     "adamixer.neck": _one_of("none", "fpn"),

@@ -135,6 +135,29 @@ def selected(page) -> bool:
     return not page.get_by_text("View region details").is_visible()
 
 
+def selected_ids(page) -> list[str]:
+    """The ids of the editor's selected regions."""
+    return page.evaluate("""() => Htx.annotationStore.selected.regionStore.regions
+        .filter(r => r.selected).map(r => r.cleanId)""")
+
+
+def select_in_list(canvas: Canvas, rid: str) -> bool:
+    """Select region `rid` as a click on its row in the Regions list does (the editor's own
+    `selectArea`, which that click calls), counted as one click: what a person does when no
+    spot of the box on the image takes a click. (Finding the row by hovering did not work:
+    Label Studio 1.23.2 highlights a region on hover only in linking mode.) True when
+    exactly `rid` is then selected."""
+    page = canvas.page
+    found = page.evaluate("""(rid) => {
+        const a = Htx.annotationStore.selected;
+        const r = a.regionStore.regions.find(r => r.cleanId === rid);
+        if (r) a.selectArea(r);
+        return !!r; }""", rid)
+    canvas.act.clicks += 1
+    page.wait_for_timeout(SETTLE_MS)
+    return found and selected_ids(page) == [rid]
+
+
 def flip(canvas: Canvas, x: float, y: float, want: str, what: str) -> None:
     """Select the point at (x, y) and give it label `want`; a click that selects nothing is
     not followed by the hotkey (it would arm that label for drawing new points)."""
@@ -148,7 +171,8 @@ def flip(canvas: Canvas, x: float, y: float, want: str, what: str) -> None:
 
 def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict, answer=None) -> Actions:
     """Do a task's edits in the UI: flip points (click, hotkey), delete boxes (click a spot
-    of the box that no box above it covers and no point is near, Backspace), then draw each
+    of the box that no box above it covers and no point is near, else its row in the Regions
+    list, Backspace), then draw each
     missing box (box hotkey, drag) and Ctrl+click its points with the right label active, or,
     with the assistant, draw it with the Auto-Detect tool and flip the answer's wrong points.
 
@@ -168,9 +192,14 @@ def carry_out(canvas: Canvas, plan: Plan, boxes: dict, points: dict, answer=None
                 canvas.key("Escape")
                 left.remove(rid)
                 break
-        else:
-            canvas.act.skipped.append(f"delete {rid}: no click selected it (no spot of the "
-                                      f"box clear of the boxes above it and of points)")
+        else:   # no spot on the image: its row in the Regions list
+            if select_in_list(canvas, rid):
+                canvas.key("Backspace")
+                canvas.key("Escape")
+                left.remove(rid)
+            else:
+                canvas.act.skipped.append(f"delete {rid}: neither a click on the image nor "
+                                          f"its row in the Regions list selected it")
     for d in plan.draw:
         # every region hidden: a drag that starts on a visible box moves it instead of
         # drawing (the box drawn just before included), a click selects it

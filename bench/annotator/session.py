@@ -98,11 +98,12 @@ def annotate_tasks(p, server, client, pid, truths, infos, n_points, rng, window,
 def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
         document_root: Path, work_dir: Path, n_points: int = 10, seed: int = 0,
         window: tuple[int, int] = (1400, 1200), screenshots: Path | None = None,
-        assistant: Path | None = None) -> dict:
+        assistant: Path | None = None, placement: str = "uniform") -> dict:
     """Annotate every image of `pre` (COCO pre-annotations) in a new project `title`;
     `screenshots`: a folder for each task's page as submitted; `assistant`: a trained Mask
     R-CNN run served as the project's labelling assistant (boxes drawn for missed objects
-    come back with its points, and only its wrong labels are flipped)."""
+    come back with its points, placed by `placement`, and only its wrong labels are
+    flipped)."""
     from playwright.sync_api import sync_playwright
 
     work_dir = Path(work_dir)
@@ -119,7 +120,7 @@ def run(server, client, title: str, pre: dict, gt: dict, image_root: Path,
     backend = served = None
     if assistant is not None:
         backend = RecordingBackend(assistant, document_root, points=n_points,
-                                   state_dir=work_dir / "ml_backend")
+                                   state_dir=work_dir / "ml_backend", placement=placement)
         backend.model()   # loaded before Label Studio's /setup call, which waits 3 s at most
         served = serve(backend, "127.0.0.1", free_port())
         threading.Thread(target=served.serve_forever, daemon=True).start()

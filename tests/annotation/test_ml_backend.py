@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from annotation import protocol, tasks
-from annotation.assist import box_regions, drawn_boxes, uncertain_points
+from annotation.assist import box_regions, drawn_boxes, uncertain_points, uniform_points
 from annotation.client import connect
 from annotation.ml_backend import image_path
 from annotation.server import free_port
 from pipeline.__main__ import run_stage
+from pipeline.data.coco import load_coco
 from pipeline.errors import UserError
 
 
@@ -45,6 +46,22 @@ def test_points_stay_inside_the_box_and_clip_to_the_image():
     pts = uncertain_points(disc(), (30, 30, 60, 60), 5)
     assert pts and all(30 <= x < 40 and 30 <= y < 40 for x, y, _ in pts)
     assert uncertain_points(disc(), (50, 50, 60, 60), 5) == []
+
+
+def test_uniform_points_fill_the_box_labelled_by_the_model_and_repeat_for_the_same_box():
+    prob = disc()
+    pts = uniform_points(prob, (4, 6, 36, 30), 200)
+    assert len(pts) == 200 and all(4 <= x < 36 and 6 <= y < 30 for x, y, _ in pts)
+    for x, y, obj in pts:
+        assert obj == (prob[int(y), int(x)] >= 0.5)
+    # spread over the box, not on the boundary (uncertain points: ~0.01 here)
+    assert np.mean([abs(prob[int(y), int(x)] - 0.5) for x, y, _ in pts]) > 0.25
+    assert np.std([x for x, _, _ in pts]) > 7 and np.std([y for _, y, _ in pts]) > 5
+    assert uniform_points(prob, (4, 6, 36, 30), 5) == uniform_points(prob, (4, 6, 36, 30), 5)
+    assert uniform_points(prob, (50, 50, 60, 60), 5) == []
+    ids = [r["id"] for r in box_regions(prob, [4, 6, 36, 30], 5, "b0", "object", with_box=True,
+                                        with_mask=False, placement="uniform")]
+    assert ids == [f"b0_p{j}" for j in range(5)] + ["b0"]
 
 
 def test_assistant_points_belong_to_the_drawn_box_and_die_with_it():
@@ -103,6 +120,46 @@ def point_model(tmp_path_factory, tiny_sample):
                    run_name="maskrcnn_points")
     run_stage(cfg)
     return Path(cfg.run_dir)
+
+
+@pytest.mark.e2e
+def test_the_assistant_labels_pre_annotated_points_and_places_uniform_points(
+        tiny_sample, point_model):
+    """labelled_by (a source the planned-edits bench costs): each source box keeps its box
+    and score and takes the assistant's mask for it; and a backend with placement=uniform
+    answers a drawn box with uniform points labelled by the assistant."""
+    from annotation.assist import Assistant, labelled_by, uniform_points
+    from annotation.ml_backend import Backend
+    from pipeline.data.coco import decode_segmentation
+    from pipeline.data.images import read_rgb
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    coco = dict(gt, images=gt["images"][:2],
+                annotations=[dict(a, score=0.5) for a in gt["annotations"]
+                             if a["image_id"] in {im["id"] for im in gt["images"][:2]}])
+    model = Assistant(point_model)
+    out = labelled_by(model, coco, tiny_sample / "sample" / "train")
+    assert [(a["id"], a["bbox"], a["score"]) for a in out["annotations"]] == \
+        [(a["id"], a["bbox"], a["score"]) for a in coco["annotations"]]
+    im = coco["images"][0]
+    image = read_rgb(tiny_sample / "sample" / "train" / im["file_name"])
+    anns = [a for a in out["annotations"] if a["image_id"] == im["id"]]
+    boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+              a["bbox"][1] + a["bbox"][3]] for a in anns]
+    for a, prob in zip(anns, model.masks_for_boxes(image, boxes)):
+        assert (decode_segmentation(a["segmentation"], im["height"], im["width"]).astype(bool)
+                == (prob >= 0.5)).all()
+    backend = Backend(point_model, tiny_sample, points=6, placement="uniform",
+                      state_dir=tiny_sample / "state_uniform")
+    task = {"data": {"image": f"/data/local-files/?d=sample/train/{im['file_name']}"}}
+    drawn = protocol.box_result([20, 20, 60, 50], im["width"], im["height"], "object", "d1")
+    got = [(protocol.to_pixels(r["value"], im["width"], im["height"], ("x", "y")),
+            r["value"]["keypointlabels"][0] == protocol.OBJECT)
+           for r in backend.predict_task(task, {"result": [drawn]})["result"]
+           if r["type"] == "keypointlabels"]
+    prob = model.masks_for_boxes(image, [[20, 20, 80, 70]])[0]
+    want = uniform_points(prob, [20, 20, 80, 70], 6)
+    assert [obj for _, obj in got] == [obj for *_, obj in want]
+    assert np.allclose([xy for xy, _ in got], [(x, y) for x, y, _ in want], atol=0.5)
 
 
 @pytest.mark.e2e
