@@ -127,12 +127,12 @@ def test_an_unknown_free_mask_method_is_refused_in_one_line(tmp_path):
 @pytest.mark.parametrize("overrides", [["experiment=cpu_sample"], ["experiment=coco_r50"],
                                        ["solo=full_masks"]])
 def test_every_loss_node_instantiates_with_its_weights(tmp_path, overrides):
-    """`solo.loss` and `sparseinst.loss` name their loss class (`_target_`); the object
-    carries every weight the node sets (a key the class lacks fails here)."""
+    """`solo.loss`, `sparseinst.loss` and `adamixer.loss` name their loss class (`_target_`);
+    the object carries every weight the node sets (a key the class lacks fails here)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     cfg = make_cfg(tmp_path, *overrides)
-    for node in (cfg.solo.loss, cfg.sparseinst.loss):
+    for node in (cfg.solo.loss, cfg.sparseinst.loss, cfg.adamixer.loss):
         loss = instantiate(node)
         assert callable(loss)
         for key, value in OmegaConf.to_container(node).items():

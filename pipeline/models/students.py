@@ -117,7 +117,7 @@ class AdaMixerStudent:
         self.model = am.AdaMixer(
             build_backbone(cfg.backbone), num_classes, **{k: c[k] for k in self.ARCH},
             supervision=self.supervision, neck=str(c.get("neck", "none")),
-            loss_weights=dataclass_from(am.AdaMixerLossWeights, c.loss))
+            loss=instantiate(c.loss))
         self.params = dataclass_from(am.InferenceParams, c.inference)
 
     def optimizer(self, t, params):

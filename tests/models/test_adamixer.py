@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from pipeline.models.adamixer import AdaMixer, AdaMixerLossWeights, InferenceParams
+from pipeline.models.adamixer import AdaMixer, InferenceParams
 from pipeline.models.adamixer.boxes import (iof, refine_xyzr, whole_image_xyzr, xyxy_to_xyzr,
                                             xyzr_to_xyxy)
-from pipeline.models.adamixer.mask_head import mask_loss, select_levels
+from pipeline.models.adamixer.mask_head import select_levels
+from pipeline.supervision import as_supervision
 from pipeline.models.adamixer.mixing import AdaptiveMixing
 from pipeline.models.adamixer.sampling import level_weights, sample_3d
 from pipeline.models.adamixer.set_loss import SetLossWeights, hungarian_match, set_loss
@@ -187,7 +188,7 @@ def test_mask_head_reads_the_level_the_box_scale_selects():
     assert select_levels(boxes, STRIDES, 14).tolist() == [2, 0, 3, 0]
 
 
-def test_mask_loss_full_and_points():
+def test_mask_head_loss_full_and_points():
     logits = torch.zeros(2, 1, 28, 28, requires_grad=True)
     boxes = [torch.tensor([[0.0, 0, 32, 32], [0, 0, 16, 16]])]
     masks = torch.zeros(1, 32, 32, dtype=torch.bool)
@@ -196,8 +197,8 @@ def test_mask_loss_full_and_points():
          "points": torch.tensor([[[4.5, 4.5], [28.5, 28.5]]]),
          "point_labels": torch.tensor([[1.0, 0.0]])}
     objects = [torch.tensor([0, 0])]
-    full = mask_loss(logits, boxes, objects, [t], "full")   # the kind stands for the object
-    pts = mask_loss(logits, boxes, objects, [t], "points")
+    full = as_supervision("full").roi_mask_loss(logits, boxes, objects, [t])
+    pts = as_supervision("points").roi_mask_loss(logits, boxes, objects, [t])
     assert full.item() == pytest.approx(math.log(2), rel=1e-4)   # logits 0: BCE log 2
     assert pts.item() == pytest.approx(math.log(2) * 3 / 4, rel=1e-4)  # 1 of 4 points outside
     pts.backward()

@@ -13,6 +13,6 @@ One module per part of the paper:
                               full masks or PointSup's point loss
   model.py                    the detector: initial queries, 6 stages, mask head, inference
 """
-from pipeline.models.adamixer.model import AdaMixer, AdaMixerLossWeights, InferenceParams
+from pipeline.models.adamixer.model import AdaMixer, AdaMixerLoss, InferenceParams
 
-__all__ = ["AdaMixer", "AdaMixerLossWeights", "InferenceParams"]
+__all__ = ["AdaMixer", "AdaMixerLoss", "InferenceParams"]

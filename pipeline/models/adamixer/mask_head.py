@@ -5,7 +5,7 @@ selects: the level whose stride makes the box about `roi_size` cells wide (z_j n
 z - log2(roi_size); a 224 px box at 14 cells lands on stride 16, Mask R-CNN's FPN rule). A
 small FCN (3x3 convolutions, a 2x deconvolution, one mask per class) gives 28 x 28 logits.
 Supervision: full masks (per-pixel BCE, torchvision's Mask R-CNN mask loss) or PointSup's
-point loss (`pipeline.models.maskrcnn.point_loss`). Trained on the final stage's matched
+point loss (`pipeline.models.maskrcnn.point_loss`), both from the supervision object (`roi_mask_loss`). Trained on the final stage's matched
 boxes and on the annotated boxes (as Mask R-CNN adds the ground-truth boxes to its
 proposals), so the head learns shapes while the detector's boxes are still poor.
 """
@@ -68,16 +68,6 @@ class MaskHead(nn.Module):
         """-> (sum K_i, num_classes, 2 roi, 2 roi) mask logits."""
         x = self.convs(roi_features(levels, strides, boxes, self.roi_size))
         return self.predict(F.relu(self.up(x)))
-
-
-def mask_loss(logits: torch.Tensor, boxes: list[torch.Tensor], objects: list[torch.Tensor],
-              targets: list[dict], supervision) -> torch.Tensor:
-    """logits (sum K_i, C, M, M) of the training boxes, boxes [(K_i, 4)], objects [(K_i,)]
-    each box's object in its image's targets ('labels', and 'masks' (M_i, h, w) or 'points'
-    (M_i, P, 2) + 'point_labels' (M_i, P)): the supervision's loss (pipeline/supervision.py;
-    its kind, "full" or "points", also does)."""
-    from pipeline.supervision import as_supervision
-    return as_supervision(supervision).roi_mask_loss(logits, boxes, objects, targets)
 
 
 def paste(logits: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, shape

@@ -19,15 +19,39 @@ from torchvision.ops import clip_boxes_to_image
 
 from pipeline.models.adamixer.boxes import whole_image_xyzr, xyzr_to_xyxy
 from pipeline.models.adamixer.feature_space import FeatureSpace3D
-from pipeline.models.adamixer.mask_head import MaskHead, mask_loss, paste
+from pipeline.models.adamixer.mask_head import MaskHead, paste
 from pipeline.models.adamixer.set_loss import SetLossWeights, set_loss
 from pipeline.models.adamixer.stage import DecoderStage
 from pipeline.models.backbone import ResNetFeatures
+from pipeline.supervision import as_supervision
 
 
 @dataclass
-class AdaMixerLossWeights(SetLossWeights):
+class AdaMixerLoss(SetLossWeights):
+    """AdaMixer's training loss as named terms and weights (`adamixer.loss`, built from its
+    `_target_`): the set prediction loss of every stage (Sec. 3.4: focal class, L1 and GIoU on
+    Hungarian matches, summed over stages) and the mask head's loss on the last stage's
+    matches and the ground-truth boxes, from the supervision object (per-pixel or PointSup's
+    points). Called as (model, decoded, sizes, targets)."""
     mask: float = 1.0
+
+    def __call__(self, model, out: dict, sizes: torch.Tensor, targets: list[dict]) -> dict:
+        whwh = sizes.flip(-1).repeat(1, 2).float()
+        totals: dict = {}
+        for s in out["stages"]:
+            losses, matches = set_loss(s["logits"], s["boxes"], targets, whwh, self)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0) + v
+        last = out["stages"][-1]["boxes"].detach()
+        boxes = [torch.cat([last[i, q], t["boxes"].to(last.dtype)])
+                 for i, ((q, m), t) in enumerate(zip(matches, targets))]
+        objects = [torch.cat([m, torch.arange(len(t["labels"]), device=m.device)])
+                   for (q, m), t in zip(matches, targets)]
+        logits = model.mask_head(out["levels"], model.space.strides, boxes)
+        totals["loss_mask"] = self.mask * model.supervision.roi_mask_loss(
+            logits.float(), boxes, objects, targets)
+        totals["loss"] = sum(totals.values())
+        return totals
 
 
 @dataclass
@@ -42,7 +66,7 @@ class AdaMixer(nn.Module):
                  ffn_dim: int = 2048, groups: int = 4, in_points: int = 32,
                  out_points: int = 128, level_tau: float = 2.0, xy_unit: float = 1000.0,
                  mask_channels: int = 256, mask_convs: int = 4, roi_size: int = 14,
-                 supervision: str = "full", loss_weights: AdaMixerLossWeights | None = None,
+                 supervision="full", loss: AdaMixerLoss | None = None,
                  neck: str = "none"):
         super().__init__()
         self.backbone = backbone
@@ -52,8 +76,8 @@ class AdaMixer(nn.Module):
             DecoderStage(num_classes, dim, feat_dim, heads, ffn_dim, groups, in_points,
                          out_points, level_tau, xy_unit) for _ in range(stages))
         self.mask_head = MaskHead(feat_dim, num_classes, mask_channels, mask_convs, roi_size)
-        self.supervision = supervision
-        self.loss_weights = loss_weights or AdaMixerLossWeights()
+        self.supervision = as_supervision(supervision)   # the object, or its kind
+        self.loss = loss or AdaMixerLoss()
 
     def decode(self, images: torch.Tensor, sizes: torch.Tensor) -> dict:
         """images (B, 3, H, W) normalised, padded; sizes (B, 2) each image's (h, w) ->
@@ -80,23 +104,7 @@ class AdaMixer(nn.Module):
         """targets: per image 'labels' (M,) 0.., 'boxes' (M, 4) xyxy, and 'masks' (M, h, w)
         (full) or 'points' (M, P, 2) + 'point_labels' (M, P) (points). The set loss of every
         stage (summed over stages) and the mask loss of the last stage's matches."""
-        w = self.loss_weights
-        whwh = sizes.flip(-1).repeat(1, 2).float()
-        totals: dict = {}
-        for s in out["stages"]:
-            losses, matches = set_loss(s["logits"], s["boxes"], targets, whwh, w)
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0) + v
-        last = out["stages"][-1]["boxes"].detach()
-        boxes = [torch.cat([last[i, q], t["boxes"].to(last.dtype)])
-                 for i, ((q, m), t) in enumerate(zip(matches, targets))]
-        objects = [torch.cat([m, torch.arange(len(t["labels"]), device=m.device)])
-                   for (q, m), t in zip(matches, targets)]
-        logits = self.mask_head(out["levels"], self.space.strides, boxes)
-        totals["loss_mask"] = w.mask * mask_loss(logits.float(), boxes, objects, targets,
-                                                 self.supervision)
-        totals["loss"] = sum(totals.values())
-        return totals
+        return self.loss(self, out, sizes, targets)
 
     @torch.no_grad()
     def predict(self, out: dict, i: int, shape, p: InferenceParams):
