@@ -57,7 +57,8 @@ def self_training_filter(coco: dict, st, width_of, previous: dict | None = None)
     if previous is not None and st.get("keep_previous_iou", 0) > 0:
         old = {}
         for a in previous["annotations"]:
-            old.setdefault(a["image_id"], []).append(a)
+            if "segmentation" in a:  # point targets (solo=points) are no masks to keep
+                old.setdefault(a["image_id"], []).append(a)
         for image_id, prev in old.items():
             kept = by.setdefault(image_id, [])
             if kept:
