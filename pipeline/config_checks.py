@@ -200,7 +200,8 @@ RULES = {
                          "solo.letterbox", "solo.loss.level_mean", "solo.train.strong_view",
                          "supervision.agnostic", "freemask.maskcut.crf", "solo.split_feats")},
     # seeds, ports, counts and sizes
-    **{k: SIZE for k in ("seed", "*.seed", "supervision.point_seed", "hardware.threads",
+    **{k: SIZE for k in ("seed", "*.seed", "supervision.point_seed", "solo.point_seed",
+                         "solo.points", "hardware.threads",
                          "dataset.generate.min_visible_area", "dataset.generate.num.*",
                          "annotation.assistant.retrain_every", "freemask.maskcut.max_cuts",
                          "freemask.freesolo.min_area", "freemask.freesolo.pre_nms_topk", "*.warmup_iter",
@@ -251,7 +252,8 @@ RULES = {
                            "freemask.maskcut.colour_weight", "freemask.maskcut.feature_weight",
                            "*.grad_clip", "*.weight_decay", "solo.embedding.weight",
                            "solo.loss.cate", "solo.loss.dice", "solo.loss.pairwise",
-                           "solo.loss.proj_max", "solo.loss.proj_mean", "*.focal_gamma",
+                           "solo.loss.proj_max", "solo.loss.proj_mean", "solo.loss.points",
+                           "*.focal_gamma",
                            "sparseinst.loss.*", "maskrcnn.transfiner.loss.*", "adamixer.loss.*")},
 }
 # null means something for these (hardware.amp's value, no extra branch); other settings

@@ -185,6 +185,7 @@ class SOLOLoss:
     focal_gamma: float = 2.0
     sigma: float = 0.2
     drop_loss_iou: float = 0.0    # > 0: CutLER's DropLoss on the category maps (drop_weights)
+    points: float = 0.0           # > 0: PointSup's point loss on the masks (point_mask_loss)
 
     def __call__(self, model, out, samples, images_rgb, valid, iteration) -> dict:
         return solo_loss(model, out, samples, images_rgb, valid, self, iteration)
@@ -214,6 +215,37 @@ def drop_weights(kernels: torch.Tensor, mask_feat: torch.Tensor, targets: torch.
     return weight
 
 
+def box_masks(boxes: torch.Tensor, hw) -> torch.Tensor:
+    """(N, 4) xyxy boxes -> (N, h, w) bool: the pixels whose centre lies in the box. What a
+    point-annotated instance (a box and points, no mask) gives SOLO's cell assignment: the
+    centre region around the box's centre."""
+    h, w = hw
+    yy = torch.arange(h, dtype=torch.float32).view(1, -1, 1) + 0.5
+    xx = torch.arange(w, dtype=torch.float32).view(1, 1, -1) + 0.5
+    b = boxes.float()[:, :, None, None]
+    return (xx >= b[:, 0]) & (xx <= b[:, 2]) & (yy >= b[:, 1]) & (yy <= b[:, 3])
+
+
+def point_mask_loss(logits: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+                    image_hw) -> torch.Tensor:
+    """PointSup's point loss (Cheng et al., CVPR 2022, Sec. 3.2) on SOLO's dynamic masks.
+
+    logits (P, h, w): each positive cell's mask logits, covering the padded input image_hw;
+    points (P, K, 2): its instance's points (x, y in input pixels, pixel centres at +0.5);
+    labels (P, K) in {1, 0, -1}. The logits are read bilinearly at the points
+    (align_corners=False, as the PointSup mask head reads its RoI masks; SOLO has no RoI, so
+    the frame is the whole input) -> (P,) BCE towards the labels, the mean over each
+    instance's K points with those labelled -1 weighted 0 (detectron2's PointSup averages
+    over every point)."""
+    hp, wp = image_hw
+    grid = (points / points.new_tensor([wp, hp]) * 2 - 1)[:, None]           # (P, 1, K, 2)
+    at = F.grid_sample(logits[:, None], grid, mode="bilinear",
+                       align_corners=False)[:, 0, 0]                          # (P, K)
+    return F.binary_cross_entropy_with_logits(at, labels.clamp(min=0).float(),
+                                              weight=(labels >= 0).float(),
+                                              reduction="none").mean(1)
+
+
 def solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.Tensor,
               valid: torch.Tensor, w: SOLOLoss, iteration: int) -> dict:
     """All SOLO losses for a batch. samples carry masks (N,h,w), labels, boxes (+embeddings).
@@ -231,10 +263,15 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
     hm, wm = mf.shape[-2:]
     cate_logits, cate_targets, cate_weights = [], [], []
     pos_logits, pos_masks, pos_boxes, pos_img, pos_emb_pred, pos_emb_tgt = [], [], [], [], [], []
-    pos_level = []
+    pos_level, pos_points, pos_point_labels = [], [], []
     for i, s in enumerate(samples):
-        masks = torch.zeros((s["masks"].shape[0], hp, wp), dtype=torch.bool)
-        masks[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"]
+        if w.points and "points" not in s:
+            raise ValueError("SOLOLoss.points > 0 needs samples with points")
+        if "masks" in s:
+            masks = torch.zeros((s["masks"].shape[0], hp, wp), dtype=torch.bool)
+            masks[:, :s["masks"].shape[1], :s["masks"].shape[2]] = s["masks"]
+        else:  # points: the box stands in for the mask where targets are assigned
+            masks = box_masks(s["boxes"], (hp, wp))
         tg = assign_targets(masks, s["labels"], s["boxes"], model.levels, (hp, wp), w.sigma)
         small = F.interpolate(masks[None].float(), size=(hm, wm), mode="bilinear",
                               align_corners=False)[0] >= 0.5 if len(masks) else masks
@@ -258,6 +295,9 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
                 pos_boxes.append(s["boxes"][inst])
                 pos_img.append(torch.full((len(cells),), i, dtype=torch.long))
                 pos_level.append(torch.full((len(cells),), li, dtype=torch.long))
+                if w.points:
+                    pos_points.append(s["points"][inst])
+                    pos_point_labels.append(s["point_labels"][inst])
                 if w.embedding and out["embed"] and "embeddings" in s:
                     pos_emb_pred.append(out["embed"][li][i].flatten(1).T[cells.to(device)])
                     pos_emb_tgt.append(s["embeddings"][inst])
@@ -275,7 +315,8 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
     zero = mf.sum() * 0
     if num_pos == 0:
         losses.update({k: zero for k, on in (("loss_dice", w.dice), ("loss_pair", w.pairwise),
-                       ("loss_proj", w.proj_max or w.proj_mean)) if on})
+                       ("loss_proj", w.proj_max or w.proj_mean), ("loss_points", w.points))
+                       if on})
     else:
         logits = torch.cat(pos_logits)
         target = torch.cat(pos_masks).to(device)
@@ -284,6 +325,10 @@ def _solo_loss(model: SOLOv2, out: dict, samples: list[dict], images_rgb: torch.
             else (lambda v: v.mean())
         if w.dice:
             losses["loss_dice"] = w.dice * mean(dice_loss(prob, target))
+        if w.points:
+            losses["loss_points"] = w.points * mean(point_mask_loss(
+                logits, torch.cat(pos_points).to(device), torch.cat(pos_point_labels).to(device),
+                (hp, wp)))
         if w.proj_max or w.proj_mean:
             losses["loss_proj"] = mean(w.proj_max * projection_dice_loss(prob, target, "max")
                                        + w.proj_mean * projection_dice_loss(prob, target, "mean"))

@@ -66,6 +66,19 @@ def test_solo_on_ground_truth_masks_is_one_supervised_round(sample_cfg):
     assert "loss_dice" in rows[0] and "loss_proj" not in rows[0] and "loss_pair" not in rows[0]
 
 
+@pytest.mark.e2e
+def test_solo_on_ground_truth_points_trains_with_the_point_loss(sample_cfg):
+    """solo=points: the row beside solo=full_masks: one round on points simulated from the
+    training split's masks, PointSup's point loss in place of the Dice loss."""
+    cfg = sample_cfg("stage=solo", "solo=points", *SOLO, run_name="solo_points")
+    assert cfg.solo.points == cfg.points_per_instance and cfg.solo.loss.points > 0
+    assert cfg.solo.rounds == 1    # the CPU experiment's solo.loss.dice: off without masks
+    res = run_stage(cfg)
+    assert set(res) == {f"round1/{s}" for s in ("train", "val", "test")}
+    rows = (Path(cfg.run_dir) / "round1" / "metrics.csv").read_text().splitlines()
+    assert "loss_points" in rows[0] and "loss_dice" not in rows[0]
+
+
 def test_solo_without_free_masks_is_a_clear_error(sample_cfg):
     with pytest.raises(UserError, match="stage=freemask.*free_masks_train.json"):
         run_stage(sample_cfg("stage=solo", *SOLO))
