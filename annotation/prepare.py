@@ -36,11 +36,12 @@ def assistant_dir(s) -> Path | None:
 
 def assistant_args(overrides: list[str]) -> list[str]:
     """The training stage of the pseudo-label assistant, as `python -m pipeline` arguments:
-    Mask R-CNN with supervision=solo (the pseudo-labels as masks), no evaluation (a user's
-    images have no ground truth to evaluate on)."""
+    Mask R-CNN with supervision=solo (the pseudo-labels as masks) for
+    annotation.assistant.train_iter iterations, no evaluation (a user's images have no ground
+    truth to evaluate on)."""
     base = [o for o in overrides if not o.startswith(("stage=", "run_name=", "supervision="))]
     return [*base, "stage=maskrcnn", "supervision=solo", "maskrcnn.eval_splits=[]",
-            "overlays=0"]
+            "overlays=0", "maskrcnn.train.max_iter=${annotation.assistant.train_iter}"]
 
 
 def assistant_stage(overrides: list[str]):

@@ -122,6 +122,7 @@ RULES = {
     "annotation.points_per_box": COUNT, "annotation.min_score": _num(0),
     "annotation.best_min_points": SIZE, "annotation.best_min_images": SIZE,
     "annotation.assistant.retrain_every": SIZE,
+    "annotation.assistant.train_iter": COUNT,
     "baseline.options.colour_components.k": _int(2),
     "freemask.maskcut.max_objects": COUNT,
     # choices
