@@ -5,9 +5,10 @@ SOLO's rounds, each baseline, on the training images) are picked from three ways
 - no ground truth (stage=choose, pipeline/choose.py: the source the other methods agree with);
 - with points on K images (K = 2, 5, 10): the first K images of a random order are annotated
   by the simulated annotator (the ground truth's box + N points per instance, PointSup's
-  sampling, pipeline/data/points.py), the sources are ranked by the points their masks label
-  as the annotator did (annotation/source_scores.py, what `make annotate-sync` does), the best
-  one pre-annotates the rest; repeated over `--draws` random orders;
+  sampling, pipeline/data/points.py), the sources are ranked by their mask AP on those K
+  images estimated from the points alone, false positives counted (annotation/point_ap.py,
+  annotation/source_scores.py: what `make annotate-sync` does), the best one pre-annotates
+  the rest; repeated over `--draws` random orders;
 - the best source by ground truth on those images (what a chooser can at most reach).
 Each is scored by the mask AP of the picked source on the un-annotated images (ground truth
 used only to score). Runs on the files already made; nothing is trained.
