@@ -30,6 +30,7 @@ def main():
     import numpy as np
     from hydra import compose, initialize_config_dir
 
+    from annotation.point_ap import point_ap
     from annotation.source_scores import rank_sources
     from pipeline import choose
     from pipeline.data.coco import load_coco, scored_at_least, subset_images
@@ -60,13 +61,14 @@ def main():
                         image_ids=image_ids)["segm"]["AP"]
 
     everywhere = {n: ap(n, ids) for n in sources}
+    points = points_from_masks(gt, n=int(cfg.points_per_instance), seed=0)
     print(f"\n{cfg.dataset.name}, split {c.split} ({len(ids)} images); mask AP of each source "
-          f"on all of them:\n")
-    print("| source | mask AP |\n|---|---:|")
+          f"on all of them, and as estimated from {cfg.points_per_instance} points per instance "
+          f"(annotation/point_ap.py):\n")
+    print("| source | mask AP | from the points |\n|---|---:|---:|")
     for n, v in everywhere.items():
         mark = " (no-ground-truth pick)" if n == no_gt else ""
-        print(f"| {n}{mark} | {v:.1f} |")
-    points = points_from_masks(gt, n=int(cfg.points_per_instance), seed=0)
+        print(f"| {n}{mark} | {v:.1f} | {point_ap(points, sources[n])['ap']:.1f} |")
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
         if k >= len(ids):
