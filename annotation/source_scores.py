@@ -1,17 +1,24 @@
 """Which pseudo-label source do the annotators' own points agree with most?
 
-Every synced point is a pixel an annotator labelled object or background. A source (free
-masks, a SOLO round, the point model's predictions: any COCO file of masks on the same
-images) is scored by the share of those points its masks label the same way. Each annotated
-instance is compared with the source's mask whose box overlaps its box most (box IoU >=
-`min_iou`); an instance the source has no such mask for reads as all background, so a
-source that misses objects loses its object points.
+A source (free masks, a SOLO round, a baseline, the point model's predictions: any COCO file
+of masks on the same images) is ranked by its mask AP on the annotated images estimated from
+the points alone (annotation/point_ap.py): every mask is matched to the annotated objects
+by a mask IoU estimated from their points, and a mask that matches no object is a false
+positive, so a source that cuts each image into many pieces pays for the pieces that are no
+object. The same points also give each source's score threshold (best estimated F1).
+
+Beside it, the share of points labelled right: every synced point is a pixel an annotator
+labelled object or background; each annotated instance is compared with the source's mask
+whose box overlaps its box most (box IoU >= `min_iou`); an instance the source has no such
+mask for reads as all background. That share judges a source at the objects only (extra
+masks cost nothing), so it only breaks ties.
 """
 from __future__ import annotations
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from annotation.point_ap import point_ap
 from pipeline.data.coco import annotations_by_image, mask_values_at
 
 
@@ -48,17 +55,20 @@ def point_agreement(points: dict, source: dict, min_iou: float = 0.5) -> dict:
 
 
 def rank_sources(points: dict, sources: dict[str, dict], min_iou: float = 0.5) -> list[dict]:
-    """One row per source, best agreement first (sources with no points to judge by last)."""
-    rows = [dict(point_agreement(points, coco, min_iou), source=name)
+    """One row per source, best first: by the mask AP estimated from the points (`ap`), then
+    by the share of points labelled right (sources with no points to judge by last)."""
+    rows = [dict(point_agreement(points, coco, min_iou), **point_ap(points, coco), source=name)
             for name, coco in sources.items()]
-    return sorted(rows, key=lambda r: -1.0 if r["accuracy"] is None else -r["accuracy"])
+    return sorted(rows, key=lambda r: (-1.0 if r["ap"] is None else -r["ap"],
+                                       -1.0 if r["accuracy"] is None else -r["accuracy"]))
 
 
 def choose_best(rows: list[dict], min_points: int = 200, min_images: int = 5
                 ) -> tuple[dict | None, str]:
     """The source to pre-annotate from (rows ranked by rank_sources), or None and why not:
     too few points or images to tell sources apart (23 points on one image say little of
-    the next hundred images), or a tie (two sources labelling as many points right)."""
+    the next hundred images), or a tie (two sources with the same estimated AP labelling as
+    many points right)."""
     scored = [r for r in rows if r["accuracy"] is not None]
     if not scored:
         return None, "no source has a synced point to be judged by"
@@ -67,7 +77,9 @@ def choose_best(rows: list[dict], min_points: int = 200, min_images: int = 5
         return None, (f"{top['points']} points on {top['images']} image(s) so far; at least "
                       f"{min_points} points on {min_images} images are needed "
                       f"(annotation.best_min_points, annotation.best_min_images)")
-    ties = [r["source"] for r in scored[1:] if r["correct"] == top["correct"]]
+    ties = [r["source"] for r in scored[1:]
+            if r["ap"] == top["ap"] and r["correct"] == top["correct"]]
     if ties:
-        return None, f"{top['source']} ties with {', '.join(ties)} ({top['accuracy']:.1%})"
+        return None, (f"{top['source']} ties with {', '.join(ties)} (estimated mask AP "
+                      f"{top['ap']}, {top['accuracy']:.1%} of the points)")
     return top, ""

@@ -5,9 +5,10 @@ SOLO's rounds, each baseline, on the training images) are picked from three ways
 - no ground truth (stage=choose, pipeline/choose.py: the source the other methods agree with);
 - with points on K images (K = 2, 5, 10): the first K images of a random order are annotated
   by the simulated annotator (the ground truth's box + N points per instance, PointSup's
-  sampling, pipeline/data/points.py), the sources are ranked by the points their masks label
-  as the annotator did (annotation/source_scores.py, what `make annotate-sync` does), the best
-  one pre-annotates the rest; repeated over `--draws` random orders;
+  sampling, pipeline/data/points.py), the sources are ranked by their mask AP on those K
+  images estimated from the points alone, false positives counted (annotation/point_ap.py,
+  annotation/source_scores.py: what `make annotate-sync` does), the best one pre-annotates
+  the rest; repeated over `--draws` random orders;
 - the best source by ground truth on those images (what a chooser can at most reach).
 Each is scored by the mask AP of the picked source on the un-annotated images (ground truth
 used only to score). Runs on the files already made; nothing is trained.
@@ -29,6 +30,7 @@ def main():
     import numpy as np
     from hydra import compose, initialize_config_dir
 
+    from annotation.point_ap import point_ap
     from annotation.source_scores import rank_sources
     from pipeline import choose
     from pipeline.data.coco import load_coco, scored_at_least, subset_images
@@ -59,13 +61,14 @@ def main():
                         image_ids=image_ids)["segm"]["AP"]
 
     everywhere = {n: ap(n, ids) for n in sources}
+    points = points_from_masks(gt, n=int(cfg.points_per_instance), seed=0)
     print(f"\n{cfg.dataset.name}, split {c.split} ({len(ids)} images); mask AP of each source "
-          f"on all of them:\n")
-    print("| source | mask AP |\n|---|---:|")
+          f"on all of them, and as estimated from {cfg.points_per_instance} points per instance "
+          f"(annotation/point_ap.py):\n")
+    print("| source | mask AP | from the points |\n|---|---:|---:|")
     for n, v in everywhere.items():
         mark = " (no-ground-truth pick)" if n == no_gt else ""
-        print(f"| {n}{mark} | {v:.1f} |")
-    points = points_from_masks(gt, n=int(cfg.points_per_instance), seed=0)
+        print(f"| {n}{mark} | {v:.1f} | {point_ap(points, sources[n])['ap']:.1f} |")
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
         if k >= len(ids):

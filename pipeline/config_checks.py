@@ -195,6 +195,7 @@ RULES = {
     **{k: BOOL for k in ("strict", "progress", "hardware.deterministic", "*.cache_images",
                          "annotation.assistant.enabled", "annotation.assistant.mask_overlay",
                          "annotation.start_server", "freemask.maskcut.all_components",
+                         "annotation.best_threshold",
                          "freemask.maskcut.centre", "freemask.save_embedding",
                          "pretrain.overwrite", "solo.embedding.enabled",
                          "solo.inference.largest_component", "solo.inference.point_nms",

@@ -11,13 +11,20 @@ import numpy as np
 from pipeline.data.coco import mask_values_at
 
 
-def box_pixels(bbox, n: int, h: int, w: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """n pixel indices uniform over the box (PointSup's sampling), inside the image."""
+def box_extent(bbox, h: int, w: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels [x0, x1) x [y0, y1) a COCO box covers, inside the image
+    (at least one pixel each way)."""
     x0, y0 = int(np.floor(bbox[0])), int(np.floor(bbox[1]))
     x1 = min(int(np.ceil(bbox[0] + bbox[2])), w)
     y1 = min(int(np.ceil(bbox[1] + bbox[3])), h)
-    xs = rng.integers(x0, max(x1, x0 + 1), n)
-    ys = rng.integers(y0, max(y1, y0 + 1), n)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def box_pixels(bbox, n: int, h: int, w: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """n pixel indices uniform over the box (PointSup's sampling), inside the image."""
+    x0, y0, x1, y1 = box_extent(bbox, h, w)
+    xs = rng.integers(x0, x1, n)
+    ys = rng.integers(y0, y1, n)
     return xs, ys
 
 

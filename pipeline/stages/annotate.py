@@ -114,8 +114,9 @@ def ensure_assistant(a, client, pid: int, device: str = "cpu") -> str | None:
     return url
 
 
-def best_source(sync_dir: Path) -> tuple[str, str]:
-    """(name, file) of the best-scored pseudo-label source of the last `make annotate-sync`."""
+def best_row(sync_dir: Path) -> dict:
+    """The row (source, file, scores, threshold) of the best-scored pseudo-label source of
+    the last `make annotate-sync` (its source_scores.json)."""
     f = sync_dir / "source_scores.json"
     if not f.is_file():
         raise UserError(f"annotation.source=best needs {f}; sync some annotated tasks first "
@@ -125,18 +126,23 @@ def best_source(sync_dir: Path) -> tuple[str, str]:
         raise UserError(f"{f} names no best source (too few synced points, a tie, or no "
                         f"source file found: `make annotate-sync` said which); set "
                         f"annotation.source to a file")
-    return rows[0]["source"], rows[0]["file"]
+    return rows[0]
 
 
 def annotation_source(cfg, split) -> tuple[str, str, dict]:
     """(model version, file, COCO) of the boxes to annotate: `annotation.source` is a file,
     `gt` (the split's own boxes) or `best` (the source the annotators' points agreed with
-    most at the last sync); boxes scored below `annotation.min_score` are left out."""
+    most at the last sync); boxes scored below `annotation.min_score` are left out, and with
+    `best` and `annotation.best_threshold`, below the score threshold the points chose for
+    that source (best estimated F1, annotation/point_ap.py) as well."""
     version, source = "weakseg", cfg.annotation.source
-    if source == "best":
-        version, source = best_source(Path(cfg.paths.work_dir) / "annotate_sync")
-    coco = split.coco if source == "gt" else load_coco(source, "annotation.source")
     low = float(cfg.annotation.get("min_score", 0.0))
+    if source == "best":
+        row = best_row(Path(cfg.paths.work_dir) / "annotate_sync")
+        version, source = row["source"], row["file"]
+        if cfg.annotation.get("best_threshold", False) and row.get("threshold") is not None:
+            low = max(low, float(row["threshold"]))
+    coco = split.coco if source == "gt" else load_coco(source, "annotation.source")
     if low > 0:
         coco = scored_at_least(coco, low)
     return version, source, coco

@@ -57,11 +57,15 @@ def score_sources(a, points: dict, run_dir: Path) -> list[dict]:
     if best is not None:
         best["best"] = True
     write_json(run_dir / "source_scores.json", rows, indent=1)
-    print("| pseudo-label source | points its masks label as the annotators did | instances "
-          "with a mask |\n|---|---:|---:|")
+    print("| pseudo-label source | mask AP from the points | its score threshold (masks kept, "
+          "of them no object) | points its masks label as the annotators did | instances "
+          "with a mask |\n|---|---:|---|---:|---:|")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.1%} of {r['points']}"
-        print(f"| {r['source']} | {acc} | {r['matched']} of {r['instances']} |")
+        ap = "-" if r.get("ap") is None else f"{r['ap']:.1f}"
+        thr = "-" if r.get("threshold") is None else \
+            f"{r['threshold']:.2f} ({r['kept']}, {r['false_positives']})"
+        print(f"| {r['source']} | {ap} | {thr} | {acc} | {r['matched']} of {r['instances']} |")
     if missing:
         print(f"(not found, not scored: {', '.join(missing)})")
     if best is not None:

@@ -107,6 +107,25 @@ def test_min_score_leaves_low_boxes_out_of_the_pre_annotation(sample_cfg, tiny_s
         len(gt["annotations"])
 
 
+def test_best_threshold_leaves_out_what_the_points_chose_to(sample_cfg, tiny_sample, tmp_path):
+    """annotation.source=best with annotation.best_threshold: the winner's masks scored below
+    the threshold its points chose (source_scores.json) are not pre-annotated; off: all are."""
+    from pipeline.data.coco import save_coco
+    from pipeline.data.datasets import get_split
+    from pipeline.io import write_json
+    from pipeline.stages.annotate import annotation_source
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    scored = [dict(a, score=s) for a, s in zip(gt["annotations"], [0.9, 0.2, 0.7, 0.69] * 99)]
+    save_coco(tmp_path / "scored.json", dict(gt, annotations=scored))
+    for on, want in (("false", len(scored)), ("true", sum(a["score"] >= 0.8 for a in scored))):
+        cfg = sample_cfg("stage=annotate", "annotation.source=best", "annotation.min_score=0",
+                         f"annotation.best_threshold={on}")
+        write_json(Path(cfg.paths.work_dir) / "annotate_sync" / "source_scores.json",
+                   [{"source": "scored", "file": str(tmp_path / "scored.json"), "best": True,
+                     "threshold": 0.8}])
+        version, _, coco = annotation_source(cfg, get_split(cfg.dataset, "train"))
+        assert version == "scored" and len(coco["annotations"]) == want
+
 def test_assisted_draw_counts_only_the_assistants_wrong_labels():
     h = w = 60
     truth = [disc(h, w, 30, 30, 10)]
