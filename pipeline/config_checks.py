@@ -321,7 +321,14 @@ def check(cfg) -> None:
                         f"{COUNT[1]}")
     fm = cfg.get("freemask")
     if fm is not None and "method" in fm:
-        node = fm.get(fm.method) if isinstance(fm.method, str) else None
-        if not (hasattr(node, "get") and node.get("_target_")):
-            raise UserError(f"freemask.method={fm.method!r} names no node with a _target_ under "
-                            "freemask: use freesolo or maskcut (conf/freemask/default.yaml)")
+        free_mask_method(fm)
+
+
+def free_mask_method(fm):
+    """The freemask node `freemask.method` names (its `_target_` builds the method), or one
+    UserError saying what it may be."""
+    node = fm.get(fm.method) if isinstance(fm.method, str) else None
+    if not (hasattr(node, "get") and node.get("_target_")):
+        raise UserError(f"freemask.method={fm.method!r} names no node with a _target_ under "
+                        "freemask: use freesolo or maskcut (conf/freemask/default.yaml)")
+    return node

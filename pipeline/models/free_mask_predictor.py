@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from skimage.color import rgb2lab
 
+from pipeline.config_checks import free_mask_method
 from pipeline.data.coco import mask_to_annotation
-from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
 from pipeline.models.params import dataclass_from
 from pipeline.models.free_mask import (FreeMaskParams, embed, free_masks, grey_guide,
@@ -124,11 +124,8 @@ def build_method(fm):
     """The free-mask method of `freemask.method`: the class its node's `_target_` names
     (Hydra's convention), built with (its node, the freemask node); a method of one's own
     plugs in by config, `freemask.method=mine freemask.mine._target_=my_pkg.MyMasks`."""
-    node = fm.get(fm.method) if isinstance(fm.method, str) else None
-    if node is None or not hasattr(node, "get") or not node.get("_target_"):
-        raise UserError(f"freemask.method={fm.method!r} names no node with a _target_ under "
-                        "freemask; use freesolo or maskcut (conf/freemask/default.yaml)")
     from hydra.utils import get_class
+    node = free_mask_method(fm)
     return get_class(str(node._target_))(node, fm)
 
 

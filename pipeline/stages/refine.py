@@ -23,6 +23,7 @@ from pipeline import dist
 from pipeline.data.coco import annotations_by_image, decode_segmentation, load_coco, \
     mask_to_annotation
 from pipeline.data.datasets import get_split
+from pipeline.data.strong_views import masks_to_boxes
 from pipeline.data.transforms import resized_shape, to_tensor
 from pipeline.errors import UserError
 from pipeline.eval.coco_eval import evaluate, format_table
@@ -77,8 +78,9 @@ class MaskRefiner:
         out = [dict(a) for a in anns]
         if not use:
             return out
-        boxes = torch.tensor([_extent(masks[i]) for i in use], dtype=torch.float32)
-        stack = torch.from_numpy(np.stack([masks[i] for i in use])).float()[:, None]
+        stack = torch.from_numpy(np.stack([masks[i] for i in use]))
+        boxes = masks_to_boxes(stack)          # each mask's extent, pixel edges included
+        stack = stack.float()[:, None]
         rois = torch.cat([torch.arange(len(use), dtype=torch.float32)[:, None], boxes], 1)
         coarse = roi_align(stack, rois, (self.size, self.size), 1.0)[:, 0]
         shape = resized_shape(h, w, int(self.c.short_side), int(self.c.max_size))
@@ -99,12 +101,6 @@ class MaskRefiner:
             out[i] = mask_to_annotation(binary[k], a["image_id"], a.get("category_id", 1),
                                         **extra)
         return out
-
-
-def _extent(mask: np.ndarray) -> list[float]:
-    """(x0, y0, x1, y1) of a binary mask's pixels, pixel edges included."""
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
 def run(cfg) -> dict:
