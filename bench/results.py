@@ -61,9 +61,13 @@ def stamp(path: Path) -> str:
         "%Y-%m-%d %H:%M UTC")
 
 
-def table_body(path: Path) -> str:
-    """A run's table without its own heading line (the section names it)."""
-    lines = path.read_text().strip().splitlines()
+def table_body(path: Path, root: Path | None = None) -> str:
+    """A run's table without its own heading line (the section names it); paths under `root`
+    (the checkout the run was made in) are shown relative to it, as a reader's clone has them."""
+    text = path.read_text()
+    if root is not None:
+        text = text.replace(f"{root.resolve()}/", "")
+    lines = text.strip().splitlines()
     return "\n".join(lines[1:] if lines and lines[0].startswith("#") else lines).strip()
 
 
@@ -126,7 +130,7 @@ def sections(outputs: Path) -> list[str]:
         for path, title, command in found:
             parts.append(f"### {title}\n\nMade by `{command}`; "
                          f"{path.relative_to(outputs.parent)}, written {stamp(path)}.\n\n"
-                         f"{table_body(path)}\n")
+                         f"{table_body(path, outputs.parent)}\n")
     return parts
 
 

@@ -64,3 +64,17 @@ def test_readme_table_replaced_between_markers_only(tmp_path):
 def test_the_readme_carries_the_markers():
     text = (ROOT / "README.md").read_text()
     assert results.README_START in text and results.README_END in text
+
+
+def test_paths_of_the_checkout_the_run_was_made_in_are_shown_relative(tmp_path):
+    outputs = _outputs(tmp_path)
+    chosen = outputs / "cpu_sample" / "choose" / "chosen_pseudo_labels.json"
+    table = outputs / "cpu_sample" / "report" / "table.md"
+    table.write_text(TABLE + f"\nchosen pseudo-labels: SOLO round 2 -> {chosen.resolve()}\n")
+    out, readme = tmp_path / "results.md", tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    assert results.main(["--outputs", str(outputs), "--out", str(out),
+                         "--readme", str(readme)]) == 0
+    text = out.read_text()
+    assert "-> outputs/cpu_sample/choose/chosen_pseudo_labels.json" in text
+    assert str(tmp_path.resolve()) not in text
