@@ -18,7 +18,7 @@ from torchvision.models.detection.roi_heads import maskrcnn_loss
 from torchvision.ops import roi_align
 
 from pipeline.data.coco import load_coco
-from pipeline.data.points import points_from_masks
+from pipeline.data.points import has_points, points_from_masks
 from pipeline.errors import UserError
 
 
@@ -95,7 +95,7 @@ class Points(Supervision):
 
     def training_coco(self, split):
         data = super().training_coco(split)
-        if data["annotations"] and "point_coords" not in data["annotations"][0]:
+        if data["annotations"] and not has_points(data):
             data = points_from_masks(data, n=int(self.node.points),
                                      seed=int(self.node.point_seed))
             data["simulated_points"] = True  # saved beside the weights once the guard passed

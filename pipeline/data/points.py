@@ -32,6 +32,13 @@ def as_points(xs, ys, labels) -> tuple[list, list]:
     return [[int(x), int(y)] for x, y in zip(xs, ys)], np.asarray(labels).astype(int).tolist()
 
 
+def has_points(coco: dict) -> bool:
+    """Every annotation carries PointSup's point_coords (a points file, a Label Studio sync):
+    nothing to simulate."""
+    anns = coco["annotations"]
+    return bool(anns) and all("point_coords" in a for a in anns)
+
+
 def points_from_masks(coco: dict, n: int = 10, seed: int = 0, keep_masks: bool = False) -> dict:
     """A copy of `coco` with n points per instance (deterministic in seed)."""
     sizes = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}

@@ -21,7 +21,7 @@ from pipeline.data.coco import (load_coco, make_coco, pycocotools_rle, save_coco
 from pipeline.data.datasets import get_split
 from pipeline.data.instances import InstanceBank, pad_batch
 from pipeline.data.loader import BatchLoader
-from pipeline.data.points import points_from_masks
+from pipeline.data.points import has_points, points_from_masks
 from pipeline.data.strong_views import training_views
 from pipeline.errors import UserError
 from pipeline.models.backbone import normalize
@@ -106,8 +106,7 @@ def point_targets(targets: dict, s) -> dict:
     solo.loss.points the targets stay as they are."""
     if not float(s.loss.get("points", 0.0)):
         return targets
-    anns = targets["annotations"]
-    if anns and all("point_coords" in a for a in anns):
+    if has_points(targets):
         return targets
     n = int(s.get("points", 0) or 0)
     if n <= 0:

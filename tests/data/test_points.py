@@ -115,3 +115,11 @@ def test_point_subsampling_is_seeded_per_instance_in_the_data_path(tmp_path):
     assert {tuple(p) for p in a[0]["points"][0].tolist()} <= full   # a subset, labels kept
     c = bank.batch(1, 2, seed=5, flip=False, sample_points=4)
     assert not torch.equal(a[0]["points"], c[0]["points"])         # another draw next step
+
+
+def test_has_points_only_when_every_annotation_carries_them():
+    from pipeline.data.points import has_points
+    pts = {"point_coords": [[1, 2]], "point_labels": [1]}
+    assert has_points({"annotations": [dict(pts), dict(pts)]})
+    assert not has_points({"annotations": [dict(pts), {"segmentation": []}]})
+    assert not has_points({"annotations": []})
