@@ -51,6 +51,11 @@ def mask_filters(masks: torch.Tensor, c) -> torch.Tensor:
     return keep
 
 
+def keep_all(masks: torch.Tensor) -> torch.Tensor:
+    """A method's `refine` that drops nothing: every mask kept."""
+    return torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+
+
 class FreeSOLOMasks:
     """FreeSOLO's Free Mask (CVPR 2022, Sec. 3.1): every feature cell at every query scale is
     a query, its cosine map a soft mask, ranked by maskness and Matrix NMS."""
@@ -76,7 +81,7 @@ class FreeSOLOMasks:
 
     def refine(self, image, masks):
         """Masks at image size -> (masks, keep): nothing beyond the shared filters."""
-        return masks, torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+        return masks, keep_all(masks)
 
 
 class MaskCutMasks:
@@ -114,7 +119,7 @@ class MaskCutMasks:
         """Masks at image size -> (masks, keep): CutLER's dense CRF and its IoU(before, after)
         check when `crf` is on."""
         if not self.crf:
-            return masks, torch.ones(len(masks), dtype=torch.bool, device=masks.device)
+            return masks, keep_all(masks)
         refined, ok = crf_refine(np.ascontiguousarray(image[..., :3]), masks.cpu().numpy(),
                                  self.crf_params)
         return torch.from_numpy(refined).to(masks.device), torch.from_numpy(ok).to(masks.device)
