@@ -1,7 +1,8 @@
 """One call on a GPU machine: every GPU benchmark of the pipeline, one table (`make gpu-check`).
 
 Runs the benchmarks at the settings real datasets use (ResNet-50; DenseCL 224 px batch 256,
-free masks res5 800 px, Mask R-CNN and SOLO on the sample's images) while sampling GPU
+free masks res5 800 px, Mask R-CNN, SOLO and the students (Mask R-CNN, SparseInst,
+AdaMixer: training s/iteration, inference images/s) on the sample's images) while sampling GPU
 utilisation with nvidia-smi, then prints each headline figure beside the utilisation seen
 during its benchmark. Budget: under 8 minutes on one H200-class GPU.
 
@@ -47,6 +48,8 @@ def plan(dry: bool) -> list[tuple[str, list[str]]]:
         ("train", py + [str(ROOT / "bench/train.py"), *gpu, *iters, *r50,
                         "--workers", "2" if dry else "8"]),
         ("solo", py + [str(ROOT / "bench/solo.py"), *gpu, *iters, *r50]),
+        # every student (AdaMixer included): training s/iteration and inference images/s
+        ("students", py + [str(ROOT / "bench/sparseinst.py"), *gpu, *iters, *r50]),
     ]
 
 
