@@ -402,7 +402,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=150,
                     help="training iterations per round, both protocols (the assistant's "
                          "retraining default, annotation.assistant.retrain_iter, is 200; 150 "
-                         "keeps the whole campaign near 15 min on 2 cores)")
+                         "keeps the whole campaign near 11 min on 2 cores)")
     ap.add_argument("--protocols", default=",".join(PROTOCOLS))
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop after this many rounds that train (rerun to continue)")
