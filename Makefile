@@ -183,7 +183,7 @@ bench-annotation: pseudo-labels browser $(LS_STAMP)
 
 # A simulated annotation campaign, no browser (ground truth as the annotator, the cost model):
 # test mask AP against cumulative annotator hours, PointSup's protocol against ours
-# (docs/annotation.md; about 11 min on 2 cores)
+# (docs/annotation.md; about 15 min on 2 cores)
 .PHONY: bench-campaign
 bench-campaign: pseudo-labels
 	$(PY) bench/campaign.py $(ARGS)
