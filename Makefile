@@ -181,6 +181,13 @@ bench-annotation: pseudo-labels browser $(LS_STAMP)
 	$(PY) bench/annotation_session.py --plan-only --split val --assistant pseudo
 	$(PY) bench/annotation_session.py --tasks 8 --assistant pseudo
 
+# A simulated annotation campaign, no browser (ground truth as the annotator, the cost model):
+# test mask AP against cumulative annotator hours, PointSup's protocol against ours
+# (docs/annotation.md; about 15 min on 2 cores)
+.PHONY: bench-campaign
+bench-campaign: pseudo-labels
+	$(PY) bench/campaign.py $(ARGS)
+
 # docs/results.md from the runs' own tables (make pseudo-labels / make compare first)
 results: $(STAMP)
 	$(PY) bench/results.py

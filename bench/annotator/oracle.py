@@ -80,6 +80,13 @@ class Plan:
         """Deleted boxes + flipped points + drawn boxes + points placed or flipped on them."""
         return len(self.delete) + len(self.relabel) + sum(d.edits for d in self.draw)
 
+    def seconds(self, cost) -> float:
+        """Annotator seconds by the project's cost model (`compare.cost`): a drawn box
+        `box_s`, every other edit (a point placed or flipped, a box deleted: an assumption,
+        no published figure) `point_s`."""
+        drawn = len(self.draw)
+        return float(cost.box_s) * drawn + float(cost.point_s) * (self.edits - drawn)
+
 
 def regions(result: list[dict], width: int, height: int):
     """A Label Studio result list -> ({box id: xyxy}, {point id: (x, y, label)}) in pixels."""
@@ -126,6 +133,31 @@ def plan_task(result: list[dict], masks: list[np.ndarray], width: int, height: i
                 box[1] + rng.random() * (box[3] - box[1])) for _ in range(n_points)]
         plan.draw.append(Drawn(box, masks[j], [(x, y, label_at(masks[j], x, y)) for x, y in pts]))
     return plan
+
+
+def carried_out(result: list[dict], plan: Plan, width: int, height: int,
+                label: str = "object") -> list[dict]:
+    """The result list an annotator submits after doing every edit of `plan` exactly (what
+    the scripted browser does in the UI): deleted boxes gone (their points left for the sync
+    to drop, as Label Studio leaves them), wrong labels flipped, each drawn box added with
+    its points (ids `<box>_a_p<j>`, tied to it as the assistant's are). Read by
+    `annotation.protocol.results_to_instances`, as `make annotate-sync` reads an export."""
+    from annotation.protocol import ASSISTED, box_result, point_result
+    flips = {pid: new for pid, _, _, new in plan.relabel}
+    out = []
+    for r in result:
+        if r["id"] in plan.delete:
+            continue
+        if r["id"] in flips:
+            r = {**r, "value": {**r["value"], "keypointlabels": [flips[r["id"]]]}}
+        out.append(r)
+    for k, d in enumerate(plan.draw):
+        rid = f"drawn{k}{ASSISTED}"
+        out += [point_result(x, y, width, height, lab == OBJECT, f"{rid}_p{j}", rid)
+                for j, (x, y, lab) in enumerate(d.points)]
+        x0, y0, x1, y1 = d.box
+        out.append(box_result([x0, y0, x1 - x0, y1 - y0], width, height, label, rid))
+    return out
 
 
 def score_synced(synced: list[dict], masks: list[np.ndarray], match_iou: float = 0.5) -> dict:
