@@ -1,6 +1,8 @@
 """Mask Transfiner's parts on hand-made masks: incoherence targets, quadtree, refinement only
 at incoherent nodes, losses that vanish where they should, and a refiner that learns what a
 28 x 28 mask cannot hold (which the unrefined mask fails)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -198,3 +200,19 @@ def test_pixels_cue_carries_the_detail_when_the_fpn_maps_lack_it():
                                                mode="bilinear", align_corners=False)[:, 0], fine)
     assert quality[True] >= unrefined + 0.08
     assert quality[False] < unrefined + 0.03
+
+
+def test_balanced_detection_loss_weights_the_rare_incoherent_cells():
+    from pipeline.models.transfiner.losses import detection_loss
+    targets = torch.zeros(2, 28, 28, dtype=torch.bool)
+    targets[:, 10, 5:9] = True                       # 8 incoherent cells of 1568
+    logits = torch.zeros(2, 28, 28, requires_grad=True)
+    plain = detection_loss(logits, targets, torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+    balanced = detection_loss(logits, targets, torch.zeros(0), torch.zeros(0, dtype=torch.bool),
+                              balanced=True)
+    assert torch.isclose(plain, torch.tensor(math.log(2.0)), atol=1e-6)
+    # at logit 0 every cell costs log 2; the 8 positives now count 1560 / 8 = 195 -> capped at 50
+    expected = math.log(2.0) * (1560 + 8 * 50) / 1568
+    assert torch.isclose(balanced, torch.tensor(expected), atol=1e-5)
+    g, = torch.autograd.grad(balanced, logits)
+    assert g[0, 10, 5] < 0 and abs(g[0, 10, 5]) > 40 * abs(g[0, 0, 0])

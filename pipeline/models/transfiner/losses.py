@@ -9,11 +9,26 @@ import torch
 import torch.nn.functional as F
 
 
-def detection_loss(root_logits, root_targets, node_logits, node_targets) -> torch.Tensor:
+def balanced_bce(logits: torch.Tensor, targets: torch.Tensor, balanced: bool,
+                 max_weight: float = 50.0) -> torch.Tensor:
+    """BCE; `balanced` (the project's option, not the paper's) weights the positives by
+    negatives / positives of this batch (1 to max_weight), so a rare incoherent band is not
+    learnt away as 'never incoherent'."""
+    t = targets.float()
+    pos_weight = None
+    if balanced:
+        pos = t.sum()
+        ratio = (t.numel() - pos) / pos.clamp(min=1.0)
+        pos_weight = ratio.clamp(1.0, max_weight).detach()
+    return F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
+
+
+def detection_loss(root_logits, root_targets, node_logits, node_targets,
+                   balanced: bool = False) -> torch.Tensor:
     """BCE over the whole 28 x 28 grid of each RoI, plus over the inner levels' nodes."""
-    loss = F.binary_cross_entropy_with_logits(root_logits, root_targets.float())
+    loss = balanced_bce(root_logits, root_targets, balanced)
     if len(node_logits):
-        loss = loss + F.binary_cross_entropy_with_logits(node_logits, node_targets.float())
+        loss = loss + balanced_bce(node_logits, node_targets, balanced)
     return loss
 
 

@@ -37,6 +37,7 @@ class TransfinerParams:
     min_score: float = 0.0         # detections below this score keep their coarse mask
     pixels: bool = False           # nodes also read the input image (the project's addition)
     detect_weight: float = 1.0     # L_detect
+    detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
 
     @classmethod
@@ -113,7 +114,7 @@ def transfiner_losses(refiner, features, image_of_roi, boxes, roi_features, coar
         sel = nodes[:, 1] == lv
         split_targets[sel] = incoherent[lv][nodes[sel, 0], nodes[sel, 2], nodes[sel, 3]]
     l_detect = detection_loss(out["root_logits"], incoherent[0], out["split_logits"][inner],
-                              split_targets[inner])
+                              split_targets[inner], balanced=p.detect_balanced)
     if points is None:
         node_labels = torch.zeros(len(nodes), device=boxes.device)
         for lv, s in enumerate(sizes):
