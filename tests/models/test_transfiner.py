@@ -216,3 +216,20 @@ def test_balanced_detection_loss_weights_the_rare_incoherent_cells():
     assert torch.isclose(balanced, torch.tensor(expected), atol=1e-5)
     g, = torch.autograd.grad(balanced, logits)
     assert g[0, 10, 5] < 0 and abs(g[0, 10, 5]) > 40 * abs(g[0, 0, 0])
+
+
+def test_sequence_encoder_in_chunks_equals_all_rois_at_once():
+    from pipeline.models.transfiner.sequence import SequenceEncoder
+    torch.manual_seed(0)
+    enc = SequenceEncoder(16, layers=2, heads=4).eval()
+    roi = torch.tensor([2, 0, 1, 0, 2, 2, 1, 0, 0, 2, 3])
+    tokens = torch.randn(len(roi), 16)
+    with torch.no_grad():
+        whole = enc(tokens, roi)
+        enc.max_scores = 4 * 4 * 4          # at most one RoI of 4 nodes at a time
+        chunked = enc(tokens, roi)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    # attention stays within a RoI: moving RoI 3's only node changes no other row
+    with torch.no_grad():
+        moved = enc(torch.cat([tokens[:-1], tokens[-1:] + 5]), roi)
+    assert torch.allclose(moved[:-1], chunked[:-1], atol=1e-5)

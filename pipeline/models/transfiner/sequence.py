@@ -8,11 +8,16 @@ from torch import nn
 
 
 class SequenceEncoder(nn.Module):
-    def __init__(self, dim: int, layers: int = 3, heads: int = 4, ff_mult: int = 4):
+    def __init__(self, dim: int, layers: int = 3, heads: int = 4, ff_mult: int = 4,
+                 max_scores: int = 1 << 26):
         super().__init__()
         layer = nn.TransformerEncoderLayer(dim, heads, dim * ff_mult, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.heads = heads
+        # attention scores held at once (RoIs x heads x L x L; 2^26 floats: 256 MB): RoIs
+        # with many nodes are encoded a few at a time instead of all padded together
+        self.max_scores = max_scores
 
     def forward(self, tokens: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
         """tokens (N, D) of nodes of several RoIs (roi (N,)): attention within each RoI only."""
@@ -21,12 +26,25 @@ class SequenceEncoder(nn.Module):
         order = torch.argsort(roi, stable=True)
         ids, counts = torch.unique_consecutive(roi[order], return_counts=True)
         groups = torch.split(tokens[order], counts.tolist())
-        padded = nn.utils.rnn.pad_sequence(groups, batch_first=True)          # (B, L, D)
-        pad = torch.arange(padded.shape[1], device=roi.device)[None] >= counts[:, None]
-        out = self.encoder(padded, src_key_padding_mask=pad)[~pad]           # back to rows
+        lengths, out, start = counts.tolist(), [], 0
+        while start < len(groups):   # consecutive RoIs whose padded scores fit the budget
+            stop, longest = start + 1, lengths[start]
+            while stop < len(groups):
+                longer = max(longest, lengths[stop])
+                if (stop + 1 - start) * self.heads * longer * longer > self.max_scores:
+                    break
+                stop, longest = stop + 1, longer
+            out.append(self.encode(groups[start:stop], counts[start:stop]))
+            start = stop
         result = torch.empty_like(tokens)
-        result[order] = out
+        result[order] = torch.cat(out)
         return result
+
+    def encode(self, groups, counts: torch.Tensor) -> torch.Tensor:
+        """The nodes of a few RoIs padded to the longest, encoded, back to rows."""
+        padded = nn.utils.rnn.pad_sequence(groups, batch_first=True)          # (B, L, D)
+        pad = torch.arange(padded.shape[1], device=padded.device)[None] >= counts[:, None]
+        return self.encoder(padded, src_key_padding_mask=pad)[~pad]
 
 
 class PixelDecoder(nn.Module):
