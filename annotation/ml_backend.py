@@ -93,7 +93,7 @@ class Backend:
     def predict_task(self, task: dict, context: dict | None, with_mask: bool = False) -> dict:
         m = self.model()
         image = read_rgb(image_path(task["data"]["image"], self.document_root))
-        regions, certainty = [], []
+        regions, shown = [], []   # (probability map, box) of every region returned
         boxes = drawn_boxes(context)
         if boxes:  # interactive: a box the annotator drew with the Auto-Detect tool
             probs = m.masks_for_boxes(image, [box for _, box, _ in boxes])
@@ -105,18 +105,18 @@ class Backend:
                 regions += box_regions(prob, box, self.points, f"{rid}{ASSISTED}", label,
                                        with_box=True, with_mask=with_mask,
                                        placement=self.placement)
-                certainty.append(box_certainty(prob, box))
+                shown.append((prob, box))
         else:
             for k, (box, prob, _) in enumerate(m.detect(image, self.score_threshold)):
                 regions += box_regions(prob, box, self.points, f"b{k}", "object",
                                        with_box=True, with_mask=with_mask,
                                        placement=self.placement)
-                certainty.append(box_certainty(prob, box))
+                shown.append((prob, box))
         # points first, then boxes, masks last: Label Studio stacks regions in list order
         order = {"keypointlabels": 0, "rectanglelabels": 1, "brushlabels": 2}
         regions.sort(key=lambda r: order.get(r["type"], 3))
         return {"result": regions, "model_version": m.version,
-                "score": float(np.mean(certainty)) if certainty else 0.0}
+                "score": task_certainty(shown)}
 
     def _events(self) -> Path:
         return self.state_dir / "events.jsonl"
@@ -167,6 +167,12 @@ def box_certainty(prob: np.ndarray, box) -> float:
     x0, y0, x1, y1 = box_window(box, *prob.shape)
     crop = prob[y0:y1, x0:x1]
     return float(np.abs(2 * crop - 1).mean()) if crop.size else 0.0
+
+
+def task_certainty(shown) -> float:
+    """A task's score, which orders the uncertainty queue: the mean box_certainty of its
+    (probability map, box) regions, 0 without one."""
+    return float(np.mean([box_certainty(prob, box) for prob, box in shown])) if shown else 0.0
 
 
 def create_app(backend: Backend):

@@ -168,9 +168,8 @@ def certainties(model_dir: Path, infos: list[dict], image_root: Path, threshold:
     """Each image's certainty under the model of `model_dir`: the mean over its detections
     (score >= threshold) of |2p - 1| in the box (ml_backend.box_certainty), 0 without one;
     what the ML backend scores a task with. Kept in `cache` with what made it."""
-    import numpy as np
     from annotation.assist import Assistant
-    from annotation.ml_backend import box_certainty
+    from annotation.ml_backend import task_certainty
     from pipeline.data.images import read_rgb
     from pipeline.io import read_json, write_json
     from pipeline.provenance import file_identity, fingerprint, image_identities
@@ -181,8 +180,7 @@ def certainties(model_dir: Path, infos: list[dict], image_root: Path, threshold:
     model, out = Assistant(model_dir), {}
     for im in infos:
         found = model.detect(read_rgb(image_root / im["file_name"]), threshold)
-        out[im["id"]] = float(np.mean([box_certainty(p, b) for b, p, _ in found])) \
-            if found else 0.0
+        out[im["id"]] = task_certainty([(prob, box) for box, prob, _ in found])
     write_json(cache, {"key": key, "certainty": out})
     return out
 
@@ -292,13 +290,15 @@ def run_protocol(protocol, overrides, cfg, sizes, iters, split, stop) -> list[di
         synced = []
     for k, size in enumerate(sizes, 1):
         if protocol == "ours":
-            left = [im for im in infos if im["id"] not in set(ledger.annotated)]
+            done = set(ledger.annotated)
+            left = [im for im in infos if im["id"] not in done]
             order = uncertainty_order(certainties(
                 model, left, train.image_root, float(a.assistant.score_threshold),
                 folder / f"round{k}_certainty.json"))
             new = ledger.next_images(order, size)
+            picked = set(new)
             seconds, inst = annotate_with_assistant(
-                model, [im for im in infos if im["id"] in set(new)], pre, gt, train.image_root,
+                model, [im for im in infos if im["id"] in picked], pre, gt, train.image_root,
                 n_points, str(a.assistant.placement), int(a.seed), cost)
             synced += inst
             row = ledger.add(new, seconds)
