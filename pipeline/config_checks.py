@@ -141,7 +141,7 @@ RULES = {
                           "maskrcnn.transfiner.heads", "maskrcnn.transfiner.detector_width")},
     **{k: SIZE for k in ("maskrcnn.transfiner.max_nodes", "maskrcnn.transfiner.train_rois")},
     **{k: FRACTION for k in ("maskrcnn.transfiner.threshold", "maskrcnn.transfiner.min_score")},
-    "maskrcnn.transfiner.pixels": BOOL,
+    **{k: BOOL for k in ("maskrcnn.transfiner.pixels", "maskrcnn.transfiner.detect_balanced")},
     **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
                                                   "solo.train.amp", "maskrcnn.train.amp",
                                                   "sparseinst.train.amp", "adamixer.train.amp")},
