@@ -28,11 +28,12 @@ reference is the full-mask Mask R-CNN of `make compare` (its comparison.csv, els
 table in docs/results.md), never retrained here: its mask AP and hours.
 
     python bench/campaign.py [--rounds 8,24,48,96] [--iters 150] [--protocols pointsup,ours]
-        [--stop-after N] [--report-only] [--plot docs/campaign.png] [hydra overrides]
+        [--stop-after N] [--report-only] [--name campaign] [--plot docs/campaign.png]
+        [hydra overrides]
 
-Each round is a training stage run in outputs/<experiment>/campaign/<protocol>/round<k> (its
+Each round is a training stage run in outputs/<experiment>/<name>/<protocol>/round<k> (its
 weights guard: a rerun reuses them when made from the same inputs); --stop-after N stops
-after N rounds that had to train (rerun to continue). Writes campaign/campaign.json and
+after N rounds that had to train (rerun to continue). Writes <name>/campaign.json and
 campaign.md, and the plot.
 """
 from __future__ import annotations
@@ -256,7 +257,7 @@ def reference(work: Path, images: int) -> dict:
 
 # ---------------------------------------------------------------- the campaign
 
-def run_protocol(protocol, overrides, cfg, sizes, iters, split, stop) -> list[dict]:
+def run_protocol(protocol, overrides, cfg, sizes, iters, split, stop, out: Path) -> list[dict]:
     """One protocol's rounds; `stop` is [trainings left] (None: no limit), shared."""
     from pipeline.data.coco import load_coco, save_coco, subset_images
     from pipeline.data.datasets import get_split
@@ -266,7 +267,7 @@ def run_protocol(protocol, overrides, cfg, sizes, iters, split, stop) -> list[di
     infos, gt = train.images, train.coco
     a, sv, cost = cfg.annotation, cfg.supervision, cfg.compare.cost
     n_points = int(a.points_per_box)
-    folder = Path(cfg.paths.work_dir) / "campaign" / protocol
+    folder = out / protocol
     ledger, rows = Ledger(), []
     if protocol == "pointsup":
         per_object = seconds_per_instance("points", cost, n_points)
@@ -323,12 +324,12 @@ def run_protocol(protocol, overrides, cfg, sizes, iters, split, stop) -> list[di
     return rows
 
 
-def recorded(work: Path, protocol: str, iters: int, sizes: list[int]) -> list[dict] | None:
-    """A protocol's finished rounds as its last run recorded them (campaign/<protocol>/
+def recorded(out: Path, protocol: str, iters: int, sizes: list[int]) -> list[dict] | None:
+    """A protocol's finished rounds as its last run recorded them (<name>/<protocol>/
     rounds.json), when made with these settings and every round's weights are still the ones
     measured (the run folder's provenance stamp); else None."""
     from pipeline.io import read_json
-    f = work / "campaign" / protocol / "rounds.json"
+    f = out / protocol / "rounds.json"
     if not f.is_file():
         return None
     data = read_json(f)
@@ -408,6 +409,9 @@ def main(argv=None) -> int:
                     help="stop after this many rounds that train (rerun to continue)")
     ap.add_argument("--report-only", action="store_true",
                     help="no training: the table and plot from the rounds recorded")
+    ap.add_argument("--name", default="campaign",
+                    help="the campaign's folder under the experiment's work_dir (one per set of "
+                         "settings: a round's weights are never reused from other inputs)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "campaign.png"))
     args, overrides = ap.parse_known_args(argv)
     os.chdir(ROOT)   # the config's folders are relative to the checkout
@@ -420,6 +424,7 @@ def main(argv=None) -> int:
     split = str(cfg.dataset.report_split)
     work = Path(cfg.paths.work_dir)
     ref = reference(work, n_images)
+    out = work / args.name
     stop = [args.stop_after]
     protocols = [p for p in args.protocols.split(",") if p]
     for p in protocols:
@@ -427,8 +432,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"--protocols: {p!r} is none of {', '.join(PROTOCOLS)}")
     if not args.report_only:
         for p in protocols:
-            run_protocol(p, overrides, cfg, sizes, iters, split, stop)
-    results = {p: recorded(work, p, iters, sizes) for p in PROTOCOLS}
+            run_protocol(p, overrides, cfg, sizes, iters, split, stop, out)
+    results = {p: recorded(out, p, iters, sizes) for p in PROTOCOLS}
     missing = [p for p, rows in results.items() if rows is None]
     if missing:
         print(f"not finished with these settings: {', '.join(missing)}; run "
@@ -446,7 +451,6 @@ def main(argv=None) -> int:
     head = (f"{cfg.dataset.name}, {len(sizes)} rounds of {iters} iterations, mask AP on "
             f"{split}; reference: {ref['from']}")
     print(f"\n{head}\n\n{text}\n\n" + "\n".join(goals), flush=True)
-    out = work / "campaign"
     write_json(out / "campaign.json", {"reference": ref, "iters": iters, "rounds": sizes,
                                        "results": results, "goal": goals})
     write_text(out / "campaign.md", f"{head}\n\n{text}\n\n" + "\n".join(goals) + "\n")
