@@ -1,5 +1,6 @@
-"""What the labelling assistant computes: a trained point-supervised Mask R-CNN's mask for a box
-an annotator drew, and the points to ask about, placed where that mask is least certain.
+"""What the labelling assistant computes: a trained student's (Mask R-CNN or AdaMixer) mask
+for a box an annotator drew, and the points to ask about, placed where that mask is least
+certain.
 
 Uniform points (PointSup Sec. 4) spend most clicks where the model is already sure (the middle
 of the object, the corners of the box); asking about the pixels nearest p = 0.5 puts the
@@ -95,35 +96,63 @@ def box_regions(prob: np.ndarray, box, n_points: int, box_id: str, label: str,
     return out
 
 
+# the students the assistant can serve (annotation.assistant.model)
+SERVED = ("maskrcnn", "adamixer")
+
+
+def run_model(run_dir) -> str:
+    """The student a finished run folder holds (its config.yaml's `model`)."""
+    return str(OmegaConf.load(Path(run_dir) / "config.yaml").get("model", "maskrcnn"))
+
+
 class Assistant:
-    """A trained Mask R-CNN student run (its folder: config.yaml + model.pt) on the CPU or GPU."""
+    """A trained student run (its folder: config.yaml + model.pt) on the CPU or GPU: Mask
+    R-CNN, or AdaMixer (its query boxes, Gao et al. CVPR 2022, with the mask head on them).
+    Both answer the same two questions: the mask of a box, and the model's own instances."""
 
     def __init__(self, run_dir, device: str = "cpu"):
-        from pipeline.models.students import MaskRCNNStudent
+        from pipeline.models.students import build_student
         run_dir = Path(run_dir)
         cfg_file, weights = run_dir / "config.yaml", run_dir / "model.pt"
         for f in (cfg_file, weights):
             if not f.is_file():
                 raise UserError(f"{f} not found: point the assistant at a finished Mask R-CNN "
-                                f"run (e.g. `make maskrcnn`, outputs/<experiment>/maskrcnn_points)")
+                                f"or AdaMixer run (e.g. `make maskrcnn`, "
+                                f"outputs/<experiment>/maskrcnn_points)")
         cfg = OmegaConf.load(cfg_file)
-        if cfg.get("model", "maskrcnn") != "maskrcnn":
-            raise UserError(f"{run_dir} is a {cfg.model} run; the assistant serves Mask R-CNN")
+        self.kind = str(cfg.get("model", "maskrcnn"))
+        if self.kind not in SERVED:
+            raise UserError(f"{run_dir} is a {self.kind} run; the assistant serves "
+                            f"{' or '.join(SERVED)}")
         with open_dict(cfg):
             cfg.backbone.weights = None   # model.pt holds every weight
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        classes = state["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
-        self.student = MaskRCNNStudent(cfg, classes)
+        classes = (state["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+                   if self.kind == "maskrcnn" else state["stages.0.cls.weight"].shape[0])
+        self.student = build_student(cfg, classes, self.kind)
         self.model = self.student.model.eval().to(device)
         self.model.load_state_dict(state)
-        self.device, self.node = torch.device(device), cfg.maskrcnn.inference
+        self.device, self.node = torch.device(device), cfg[self.kind].inference
         self.version = f"{run_dir.name}@{int(weights.stat().st_mtime)}"
 
-    def _input(self, image: np.ndarray):
-        """The image at the model's inference size, as the model takes it, and that size."""
+    def _resized(self, image: np.ndarray):
+        """The image at the model's inference size ([0, 255], 3 x h x w), and that size."""
         h, w = image.shape[:2]
         shape = resized_shape(h, w, int(self.node.short_side), int(self.node.max_size))
-        return to_tensor(image, shape).to(self.device) / 255.0, shape
+        return to_tensor(image, shape).to(self.device), shape
+
+    def _input(self, image: np.ndarray):
+        """Mask R-CNN's input ([0, 1]; it normalises and pads itself), and its size."""
+        x, shape = self._resized(image)
+        return x / 255.0, shape
+
+    def _adamixer_input(self, image: np.ndarray):
+        """AdaMixer's input: normalised, padded to a multiple of 32, with its size."""
+        from pipeline.models.backbone import normalize
+        x, shape = self._resized(image)
+        hp, wp = [-(-d // 32) * 32 for d in shape]
+        x = F.pad(x, (0, wp - shape[1], 0, hp - shape[0]))
+        return normalize(x[None]), torch.tensor([list(shape)], device=self.device), shape
 
     @torch.no_grad()
     def masks_for_boxes(self, image: np.ndarray, boxes) -> np.ndarray:
@@ -131,32 +160,48 @@ class Assistant:
         mask head run on each box as its RoI (one backbone pass), pasted into the image."""
         from torchvision.models.detection.roi_heads import paste_masks_in_image
         h, w = image.shape[:2]
-        x, shape = self._input(image)
-        images, _ = self.model.transform([x])
-        feats = self.model.backbone(images.tensors)
-        s = torch.tensor([shape[1] / w, shape[0] / h] * 2, device=self.device)
-        b = torch.tensor(boxes, dtype=torch.float32, device=self.device).view(-1, 4) * s
-        heads = self.model.roi_heads
-        logits = heads.mask_predictor(heads.mask_head(
-            heads.mask_roi_pool(feats, [b], images.image_sizes)))
-        prob = logits[:, 1:].sigmoid().max(1, keepdim=True).values   # agnostic over classes
+        if self.kind == "adamixer":
+            x, _, shape = self._adamixer_input(image)
+            levels = self.model.space(self.model.backbone(x))
+            b = self._scaled(boxes, shape, h, w)
+            logits = self.model.mask_head(levels, self.model.space.strides, [b])
+        else:
+            x, shape = self._input(image)
+            images, _ = self.model.transform([x])
+            feats = self.model.backbone(images.tensors)
+            b = self._scaled(boxes, shape, h, w)
+            heads = self.model.roi_heads
+            logits = heads.mask_predictor(heads.mask_head(
+                heads.mask_roi_pool(feats, [b], images.image_sizes)))[:, 1:]
+        prob = logits.float().sigmoid().max(1, keepdim=True).values   # agnostic over classes
         pasted = paste_masks_in_image(prob, b, shape)                  # (B, 1, h', w')
         return F.interpolate(pasted, size=(h, w), mode="bilinear",
                              align_corners=False)[:, 0].cpu().numpy()
+
+    def _scaled(self, boxes, shape, h: int, w: int) -> torch.Tensor:
+        s = torch.tensor([shape[1] / w, shape[0] / h] * 2, device=self.device)
+        return torch.tensor(boxes, dtype=torch.float32, device=self.device).view(-1, 4) * s
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, score_threshold: float) -> list[tuple[list, np.ndarray,
                                                                               float]]:
         """The model's own instances: (box x0y0x1y1, probability map, score) each."""
         h, w = image.shape[:2]
-        x, shape = self._input(image)
-        out = self.model([x])[0]
+        if self.kind == "adamixer":
+            from pipeline.models.adamixer.model import InferenceParams
+            x, sizes, shape = self._adamixer_input(image)
+            p = InferenceParams(score_threshold, int(self.node.max_per_image))
+            masks, scores, _, boxes = self.model.predict(self.model(x, sizes), 0, shape, p)
+            out = {"boxes": boxes, "masks": masks, "scores": scores}
+        else:
+            x, shape = self._input(image)
+            out = self.model([x])[0]
         keep = out["scores"] >= score_threshold
         s = torch.tensor([w / shape[1], h / shape[0]] * 2)
         res = []
         for box, m, score in zip(out["boxes"][keep].cpu(), out["masks"][keep],
                                  out["scores"][keep].tolist()):
-            prob = F.interpolate(m[None], size=(h, w), mode="bilinear",
+            prob = F.interpolate(m[None].float(), size=(h, w), mode="bilinear",
                                  align_corners=False)[0, 0].cpu().numpy()
             res.append(((box * s).tolist(), prob, score))
         return res

@@ -34,14 +34,34 @@ def assistant_dir(s) -> Path | None:
     return None
 
 
+def student_args(model: str, supervision: str, **train) -> list[str]:
+    """`python -m pipeline` arguments that train the student `model` (maskrcnn | adamixer)
+    under `supervision`, `<model>.train.<key>=<value>` for each of `train`, with no
+    evaluation (a user's images have no ground truth to evaluate on) and no overlays."""
+    return ["stage=student", f"model={model}", f"supervision={supervision}",
+            f"{model}.eval_splits=[]", "overlays=0",
+            *[f"{model}.train.{k}={v}" for k, v in train.items()]]
+
+
+def assistant_model(overrides: list[str]) -> str:
+    """annotation.assistant.model of these overrides: the student the assistant serves."""
+    from annotation.assist import SERVED
+    from annotation.retrain import compose_stage
+    m = str(compose_stage(overrides).annotation.assistant.model)
+    if m not in SERVED:
+        raise UserError(f"annotation.assistant.model={m}: the assistant serves "
+                        f"{' or '.join(SERVED)}")
+    return m
+
+
 def assistant_args(overrides: list[str]) -> list[str]:
     """The training stage of the pseudo-label assistant, as `python -m pipeline` arguments:
-    Mask R-CNN with supervision=solo (the pseudo-labels as masks) for
-    annotation.assistant.train_iter iterations, no evaluation (a user's images have no ground
-    truth to evaluate on)."""
-    base = [o for o in overrides if not o.startswith(("stage=", "run_name=", "supervision="))]
-    return [*base, "stage=maskrcnn", "supervision=solo", "maskrcnn.eval_splits=[]",
-            "overlays=0", "maskrcnn.train.max_iter=${annotation.assistant.train_iter}"]
+    the student of annotation.assistant.model with supervision=solo (the pseudo-labels as
+    masks) for annotation.assistant.train_iter iterations."""
+    base = [o for o in overrides if not o.startswith(("stage=", "run_name=", "supervision=",
+                                                      "model="))]
+    return [*base, *student_args(assistant_model(overrides), "solo",
+                                 max_iter="${annotation.assistant.train_iter}")]
 
 
 def assistant_stage(overrides: list[str]):
@@ -85,7 +105,8 @@ def train_assistant(overrides: list[str]) -> Path | None:
         return have
     if have is None:
         print(f"training the labelling assistant on the pseudo-labels "
-              f"({cfg.supervision.annotations}, {cfg.maskrcnn.train.max_iter} iterations) "
+              f"({cfg.supervision.annotations}, {cfg.model}, "
+              f"{cfg[cfg.model].train.max_iter} iterations) "
               f"-> {cfg.run_dir}", flush=True)
     # finished weights of the same inputs are reused, others refused
     run_pipeline([*assistant_args(overrides), f"hydra.run.dir={cfg.run_dir}"])

@@ -2,8 +2,9 @@
 
 Run by the ML backend after every `retrain_every` submitted annotations, in the background:
 1. sync: the annotators' points into COCO (`stage=annotate_sync`, raw export kept first);
-2. fine-tune the model being served on every synced point (`stage=maskrcnn supervision=points`,
-   `maskrcnn.train.init` = the served model.pt) into a new run folder: the served folder is a
+2. fine-tune the model being served (Mask R-CNN or AdaMixer, as its run says) on every synced
+   point (`stage=student supervision=points`, `<model>.train.init` = the served model.pt) into a
+   new run folder: the served folder is a
    finished run whose weights guard would refuse other inputs, and the next request must
    never meet half-written weights;
 3. point `ml_backend/serving.json` at the new folder (an atomic write): the backend serves it
@@ -60,7 +61,8 @@ def repredict(cfg, backend) -> int:
 
 def retrain(overrides: list[str]) -> dict:
     from annotation.ml_backend import Backend, serving_dir
-    from annotation.prepare import assistant_dir
+    from annotation.assist import run_model
+    from annotation.prepare import assistant_dir, student_args
     from annotation.pipeline_run import run_pipeline
     from pipeline.data.coco import load_coco
     from pipeline.errors import UserError
@@ -79,12 +81,11 @@ def retrain(overrides: list[str]) -> dict:
     served = serving_dir(home)
     name = f"{home.name}_retrain/{time.strftime('%Y%m%d-%H%M%S')}"
     train_args = [
-        *base, "stage=maskrcnn", "supervision=points",
-        f"supervision.annotations={points}", f"run_name={name}",
-        f"maskrcnn.train.init={served / 'model.pt'}",
-        f"maskrcnn.train.max_iter={int(s.retrain_iter)}",
-        f"maskrcnn.train.warmup_iter={min(int(s.retrain_iter) // 10, 50)}",
-        "maskrcnn.eval_splits=[]", "overlays=0"]
+        *[o for o in base if not o.startswith("model=")],
+        *student_args(run_model(served), "points", init=served / "model.pt",
+                      max_iter=int(s.retrain_iter),
+                      warmup_iter=min(int(s.retrain_iter) // 10, 50)),
+        f"supervision.annotations={points}", f"run_name={name}"]
     train = compose_stage(train_args)
     log.info("fine-tuning %s on the points of %d image(s) -> %s", served, synced["images"],
              train.run_dir)

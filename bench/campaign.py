@@ -149,6 +149,9 @@ def assistant_round0(overrides, split: str) -> Path:
     from annotation.pipeline_run import run_pipeline
     from annotation.prepare import assistant_args, assistant_stage
     cfg = assistant_stage(overrides)
+    if cfg.model != "maskrcnn":
+        raise SystemExit(f"annotation.assistant.model={cfg.model}: the campaign's rounds "
+                         f"fine-tune Mask R-CNN; run it with the Mask R-CNN assistant")
     args = [a for a in assistant_args(overrides) if not a.startswith("maskrcnn.eval_splits=")]
     run_pipeline([*args, f"maskrcnn.eval_splits=[{split}]", f"hydra.run.dir={cfg.run_dir}"])
     return Path(cfg.run_dir)

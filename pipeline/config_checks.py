@@ -133,6 +133,7 @@ RULES = {
     "pretrain.augment": _one_of("batch", "per_image"),
     "annotation.queue": _one_of("uncertainty", "sequential", "uniform"),
     "annotation.assistant.placement": _one_of("uncertain", "uniform"),
+    "annotation.assistant.model": _one_of("maskrcnn", "adamixer"),
     "model": _one_of("maskrcnn", "sparseinst", "adamixer"),
     "maskrcnn.refine": _one_of("none", "transfiner"),
     "adamixer.neck": _one_of("none", "fpn"),

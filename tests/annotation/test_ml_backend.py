@@ -376,3 +376,38 @@ def test_a_retraining_still_running_is_not_started_again(tmp_path):
         import signal
         for p in backend.retrain_runs:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module", params=["maskrcnn", "adamixer"])
+def student_run(request, tmp_path_factory, tiny_sample):
+    """A point-supervised student of each kind the assistant serves, a few iterations."""
+    from tests.conftest import TINY_SAMPLE, make_cfg
+    m = request.param
+    tmp = tmp_path_factory.mktemp(f"assist_{m}")
+    cfg = make_cfg(tmp, f"paths.data_dir={tiny_sample}", *TINY_SAMPLE, "stage=student",
+                   f"model={m}", "supervision=points", "supervision.agnostic=true",
+                   "backbone.weights=null",
+                   f"{m}.train.max_iter=3", f"{m}.train.batch_size=2", f"{m}.eval_splits=[]",
+                   "overlays=0", run_name=f"{m}_points")
+    run_stage(cfg)
+    return Path(cfg.run_dir)
+
+
+def test_the_assistant_serves_mask_rcnn_and_adamixer_alike(tiny_sample, student_run):
+    """annotation.assistant.model: either student answers a box with its mask head's mask
+    for that box: for the model's own detections, the same map `detect` returns (one class:
+    a drawn box's mask is the most likely class's, a detection's its own class's)."""
+    from annotation.assist import Assistant
+    from pipeline.data.images import read_rgb
+    gt = load_coco(tiny_sample / "sample" / "annotations" / "instances_train.json")
+    im = gt["images"][0]
+    image = read_rgb(tiny_sample / "sample" / "train" / im["file_name"])
+    model = Assistant(student_run)
+    assert model.kind == student_run.name.split("_")[0]
+    found = model.detect(image, 0.0)[:5]
+    assert found, "an untrained head still scores its queries / proposals"
+    probs = model.masks_for_boxes(image, [box for box, _, _ in found])
+    assert probs.shape == (len(found), im["height"], im["width"])
+    assert ((probs >= 0) & (probs <= 1)).all()
+    for (_, prob, _), again in zip(found, probs):
+        assert np.abs(prob - again).max() < 0.05

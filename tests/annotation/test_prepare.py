@@ -54,7 +54,7 @@ def test_the_assistant_is_trained_once_on_the_pseudo_labels_and_a_point_model_wi
     work = tmp_path / "outputs" / "cpu_sample"
     f = pseudo_labels(tiny_sample, work)
     served = train_assistant(overrides)
-    assert served == work / "assistant_solo" and (served / "model.pt").is_file()
+    assert served == work / "assistant_solo_maskrcnn" and (served / "model.pt").is_file()
     cfg = OmegaConf.load(served / "config.yaml")
     assert cfg.supervision.name == "solo" and cfg.supervision.annotations == str(f)
     assert cfg.maskrcnn.eval_splits == []          # nothing read from ground truth
