@@ -22,8 +22,8 @@ annotator, no browser).
 
 Both protocols train `--iters` iterations per round (150; the assistant's retraining runs
 annotation.assistant.retrain_iter, 200), each round starting from the protocol's previous
-model (PointSup's first round from the backbone); `ours` starts from the assistant's 400
-iterations on the pseudo-labels. Round 0 of `ours` is the assistant itself at 0 hours. The
+model (PointSup's first round from the backbone); `ours` starts from the assistant trained
+annotation.assistant.train_iter iterations on the pseudo-labels. Round 0 of `ours` is the assistant itself at 0 hours. The
 reference is the full-mask Mask R-CNN of `make compare` (its comparison.csv, else the compare
 table in docs/results.md), never retrained here: its mask AP and hours.
 

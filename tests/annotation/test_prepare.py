@@ -16,6 +16,7 @@ from tests.conftest import TINY_SAMPLE
 def overrides(tmp_path, tiny_sample):
     return [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={tiny_sample}",
             *TINY_SAMPLE, "backbone.weights=null", "maskrcnn.train.max_iter=3",
+            "annotation.assistant.train_iter=3",
             "maskrcnn.train.batch_size=2", "+maskrcnn.inference.speed_images=1"]
 
 
