@@ -3,10 +3,9 @@
 Run by the ML backend after every `retrain_every` submitted annotations, in the background:
 1. sync: the annotators' points into COCO (`stage=annotate_sync`, raw export kept first);
 2. fine-tune the model being served (Mask R-CNN or AdaMixer, as its run says) on every synced
-   point (`stage=student supervision=points`, `<model>.train.init` = the served model.pt) into a
-   new run folder: the served folder is a
-   finished run whose weights guard would refuse other inputs, and the next request must
-   never meet half-written weights;
+   point (`stage=student supervision=points`, `<model>.train.init` = the served model.pt) into
+   a new run folder: the served folder is a finished run whose weights guard would refuse
+   other inputs, and the next request must never meet half-written weights;
 3. point `ml_backend/serving.json` at the new folder (an atomic write): the backend serves it
    from its next request on, as a new model version;
 4. pre-annotate every task nobody has annotated yet with the new model (its boxes, points where
