@@ -28,33 +28,32 @@ SHORT = {"free masks": "free masks", "SOLO round 1": "SOLO round 1",
          "SOLO round 2": "SOLO round 2", **{k: k.split(": ", 1)[1] for k in BASELINES}}
 
 
-def stage_ap(metrics: Path, split: str) -> float | None:
-    """Mask AP on `split` from a stage's metrics.json (freemask, baseline), None when absent."""
+def run_ap(folder: Path, split: str) -> float | None:
+    """Mask AP on `split` from a run folder's metrics.json (every stage writes one: freemask,
+    baseline/<method>, <solo run>/round<k>), None when absent."""
     from pipeline.io import read_json
-    if not metrics.is_file():
+    f = folder / "metrics.json"
+    if not f.is_file():
         return None
-    node = read_json(metrics).get(split) or {}
+    node = read_json(f).get(split) or {}
     return (node.get("metrics") or {}).get("segm", {}).get("AP")
 
 
-def solo_ap(run: Path, rnd: int, split: str) -> float | None:
-    from pipeline.io import read_json
-    f = run / "metrics.json"
-    if not f.is_file():
-        return None
-    return ((read_json(f).get("rounds") or {}).get(f"round{rnd}/{split}") or {}).get(
-        "segm", {}).get("AP")
+def source_folder(work: Path, name: str, solo_run: str) -> Path | None:
+    """The run folder of the source `stage=choose` names `name`."""
+    if name == "free masks":
+        return work / "freemask"
+    if name.startswith("SOLO round "):
+        return work / solo_run / f"round{name.rsplit(' ', 1)[1]}"
+    if name in BASELINES:
+        return work / "baseline" / BASELINES[name]
+    return None
 
 
 def source_ap(work: Path, name: str, solo_run: str, split: str) -> float | None:
     """The held-out mask AP of the source `stage=choose` names `name`."""
-    if name == "free masks":
-        return stage_ap(work / "freemask" / "metrics.json", split)
-    if name.startswith("SOLO round "):
-        return solo_ap(work / solo_run, int(name.rsplit(" ", 1)[1]), split)
-    if name in BASELINES:
-        return stage_ap(work / "baseline" / BASELINES[name] / "metrics.json", split)
-    return None
+    folder = source_folder(work, name, solo_run)
+    return None if folder is None else run_ap(folder, split)
 
 
 def spread(values: list[float]) -> str:
@@ -68,12 +67,12 @@ def spread(values: list[float]) -> str:
 
 def row(work: Path, split: str, runs: list[tuple[str, str]]) -> dict:
     from pipeline.io import read_json
-    out = {"free masks": stage_ap(work / "freemask" / "metrics.json", split)}
+    out = {"free masks": source_ap(work, "free masks", "", split)}
     for k in (1, 2):
-        out[f"SOLO round {k}"] = [v for v in (solo_ap(work / s, k, split) for s, _ in runs)
-                                  if v is not None]
-    for name, folder in BASELINES.items():
-        out[name] = stage_ap(work / "baseline" / folder / "metrics.json", split)
+        out[f"SOLO round {k}"] = [v for v in (source_ap(work, f"SOLO round {k}", s, split)
+                                              for s, _ in runs) if v is not None]
+    for name in BASELINES:
+        out[name] = source_ap(work, name, "", split)
     picks = []
     for solo_run, choose_run in runs:
         f = work / choose_run / "choice.json"
