@@ -34,12 +34,13 @@ def assistant_dir(s) -> Path | None:
     return None
 
 
-def student_args(model: str, supervision: str, **train) -> list[str]:
+def student_args(model: str, supervision: str, evaluate=(), **train) -> list[str]:
     """`python -m pipeline` arguments that train the student `model` (maskrcnn | adamixer)
-    under `supervision`, `<model>.train.<key>=<value>` for each of `train`, with no
-    evaluation (a user's images have no ground truth to evaluate on) and no overlays."""
+    under `supervision`, `<model>.train.<key>=<value>` for each of `train`, no overlays, and
+    evaluated on the splits `evaluate` only (none by default: a user's images have no ground
+    truth to evaluate on; the benchmarks name theirs)."""
     return ["stage=student", f"model={model}", f"supervision={supervision}",
-            f"{model}.eval_splits=[]", "overlays=0",
+            f"{model}.eval_splits=[{','.join(evaluate)}]", "overlays=0",
             *[f"{model}.train.{k}={v}" for k, v in train.items()]]
 
 
@@ -54,13 +55,13 @@ def assistant_model(overrides: list[str]) -> str:
     return m
 
 
-def assistant_args(overrides: list[str]) -> list[str]:
+def assistant_args(overrides: list[str], evaluate=()) -> list[str]:
     """The training stage of the pseudo-label assistant, as `python -m pipeline` arguments:
     the student of annotation.assistant.model with supervision=solo (the pseudo-labels as
-    masks) for annotation.assistant.train_iter iterations."""
+    masks) for annotation.assistant.train_iter iterations (evaluated on `evaluate` only)."""
     base = [o for o in overrides if not o.startswith(("stage=", "run_name=", "supervision=",
                                                       "model="))]
-    return [*base, *student_args(assistant_model(overrides), "solo",
+    return [*base, *student_args(assistant_model(overrides), "solo", evaluate,
                                  max_iter="${annotation.assistant.train_iter}")]
 
 

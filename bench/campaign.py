@@ -128,18 +128,18 @@ def train_round(overrides, run_dir: Path, annotations: Path, init, iters: int,
     """The training stage on one round's points (fine-tuned from `init` when given), as
     annotation/retrain.py runs it, evaluated on `split`; returns the run folder."""
     from annotation.pipeline_run import run_pipeline
+    from annotation.prepare import student_args
     base = [o for o in overrides
-            if not o.startswith(("stage=", "run_name=", "hydra.run.dir=", "supervision"))]
-    args = [*base, "stage=maskrcnn", "supervision=points", f"supervision.annotations={annotations}",
-            "supervision.agnostic=true", f"hydra.run.dir={run_dir}",
-            f"maskrcnn.train.init={init if init else 'null'}", f"maskrcnn.train.max_iter={iters}",
-            f"maskrcnn.eval_splits=[{split}]", "overlays=0"]
+            if not o.startswith(("stage=", "run_name=", "hydra.run.dir=", "supervision",
+                                 "model="))]
     # fine-tuning warms up as annotation/retrain.py does; from the backbone (PointSup's first
     # round), the experiment's warm-up and the gradient norm clipped at 1 (a 15-iteration
     # warm-up without clipping diverged on 8 images: loss nan at iteration 33)
-    args.append(f"maskrcnn.train.warmup_iter={min(iters // 10, 50)}" if init
-                else "maskrcnn.train.grad_clip=1.0")
-    run_pipeline(args)
+    start = {"warmup_iter": min(iters // 10, 50)} if init else {"grad_clip": 1.0}
+    run_pipeline([*base, *student_args("maskrcnn", "points", [split],
+                                       init=init if init else "null", max_iter=iters, **start),
+                  f"supervision.annotations={annotations}", "supervision.agnostic=true",
+                  f"hydra.run.dir={run_dir}"])
     return run_dir
 
 
@@ -152,8 +152,7 @@ def assistant_round0(overrides, split: str) -> Path:
     if cfg.model != "maskrcnn":
         raise SystemExit(f"annotation.assistant.model={cfg.model}: the campaign's rounds "
                          f"fine-tune Mask R-CNN; run it with the Mask R-CNN assistant")
-    args = [a for a in assistant_args(overrides) if not a.startswith("maskrcnn.eval_splits=")]
-    run_pipeline([*args, f"maskrcnn.eval_splits=[{split}]", f"hydra.run.dir={cfg.run_dir}"])
+    run_pipeline([*assistant_args(overrides, [split]), f"hydra.run.dir={cfg.run_dir}"])
     return Path(cfg.run_dir)
 
 
