@@ -82,16 +82,18 @@ def _pretrain(cfg, split, targets):
     return "pretrain", NOT_IN_WEIGHTS, backbone_fingerprint(cfg, split)
 
 
-def _student(model):
+def _student(model, *overrides):
     def key(cfg, split, targets):
-        from pipeline.stages.student import NOT_IN_WEIGHTS, weights_fingerprint
-        return model, NOT_IN_WEIGHTS, weights_fingerprint(cfg, split, targets)
-    key.model = model
+        from pipeline.stages.student import not_in_weights, weights_fingerprint
+        return model, not_in_weights(cfg[model]), weights_fingerprint(cfg, split, targets)
+    key.overrides = [f"model={model}", *overrides]
     return key
 
 
-STAGES = {"solo": _solo, "pretrain": _pretrain, **{m: _student(m) for m in
-                                                      ("maskrcnn", "sparseinst", "adamixer")}}
+STAGES = {"solo": _solo, "pretrain": _pretrain,
+          **{m: _student(m) for m in ("maskrcnn", "sparseinst", "adamixer")},
+          # the refiner's own keys reach the fingerprint only when it is on
+          "maskrcnn_transfiner": _student("maskrcnn", "maskrcnn.refine=transfiner")}
 
 
 @pytest.mark.parametrize("experiment", ["cpu_sample", "coco_r50"])
@@ -101,7 +103,7 @@ def test_every_setting_reaches_the_weights_fingerprint_or_is_declared(tmp_path, 
     """A key added later cannot leave old weights looking valid: each key of the stage's node
     either changes the fingerprint or is named in the stage's NOT_IN_WEIGHTS."""
     key_of = STAGES[stage]
-    extra = [f"model={key_of.model}"] if hasattr(key_of, "model") else []
+    extra = getattr(key_of, "overrides", [])
     cfg = make_cfg(tmp_path, "backbone.weights=null", f"experiment={experiment}", *extra)
     split, targets = _split(tmp_path)
     node, declared, key = key_of(cfg, split, targets)

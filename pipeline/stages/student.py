@@ -81,15 +81,27 @@ def load_init(model, path, device) -> None:
 # <model>.* settings that do not change a student's weights: prediction only, and the init
 # checkpoint, which enters by its content
 NOT_IN_WEIGHTS = ("inference", "eval_splits", "train.init")
+# Mask R-CNN's refiner settings that act at prediction only (the quadtree at inference)
+REFINER_INFERENCE = ("transfiner.threshold", "transfiner.select", "transfiner.min_score")
+
+
+def not_in_weights(node) -> tuple[str, ...]:
+    """NOT_IN_WEIGHTS of one model's node: without the refiner (`refine: none`) none of its
+    settings makes the weights; with it, its prediction-only ones do not."""
+    if "transfiner" not in node:
+        return NOT_IN_WEIGHTS
+    if node.get("refine", "none") == "none":
+        return NOT_IN_WEIGHTS + ("transfiner",)
+    return NOT_IN_WEIGHTS + REFINER_INFERENCE
 
 
 def weights_fingerprint(cfg, split, targets) -> str:
     """What the trained weights are made from: the model node's settings (all but
-    NOT_IN_WEIGHTS), the supervision (its settings and the targets' content: masks or
+    not_in_weights), the supervision (its settings and the targets' content: masks or
     points), the training images, the backbone checkpoint, the init checkpoint."""
     name = model_name(cfg)
     node = cfg[name]
-    return fingerprint(name, weights_settings(node, NOT_IN_WEIGHTS),
+    return fingerprint(name, weights_settings(node, not_in_weights(node)),
                        settings(cfg.supervision, ENGINEERING + ("annotations",)),
                        settings(cfg.backbone), cfg.seed,
                        file_identity(cfg.backbone.get("weights")),

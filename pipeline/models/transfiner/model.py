@@ -32,10 +32,12 @@ class TransfinerParams:
     heads: int = 4                 # attention heads H (paper default 4)
     detector_width: int = 64       # incoherence detector's FCN width
     threshold: float = 0.5         # incoherence probability that makes a node / a split
+    select: str = "threshold"      # inference: "threshold", or "expected" (the project's)
     max_nodes: int = 0             # > 0: at most this many roots / splits per RoI and level
     train_rois: int = 0            # > 0: refiner trained on at most this many positives a batch
     min_score: float = 0.0         # detections below this score keep their coarse mask
     pixels: bool = False           # nodes also read the input image (the project's addition)
+    residual: bool = False         # node logit = coarse logit + decoder's (the project's)
     detect_weight: float = 1.0     # L_detect
     detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
@@ -55,7 +57,18 @@ class TransfinerRefiner(nn.Module):
         # Sec. 3.2: incoherence of the inner levels' nodes, guided by the root detection
         self.split_head = nn.Linear(p.dim, 1)
         self.sequence = SequenceEncoder(p.dim, p.layers, p.heads)
-        self.decoder = PixelDecoder(p.dim)
+        self.decoder = PixelDecoder(p.dim, zero_init=p.residual)
+
+    def incoherent(self, logits: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+        """Inference: which cells (root grid or inner nodes, `roi` their RoI) are incoherent.
+        "threshold" (the paper): probability >= threshold. "expected" (the project's
+        design): per RoI, the round(sum of probabilities) most probable, i.e. as many cells
+        as the detector expects, in its order, however low an undertrained detector scores
+        them."""
+        probs = logits.sigmoid()
+        if self.p.select == "threshold":
+            return probs >= self.p.threshold
+        return quadtree.expected_top(probs.flatten(), roi.flatten()).view_as(probs)
 
     def forward(self, features, image_of_roi, boxes, roi_features, coarse, incoherent=None):
         """coarse (R, S0, S0) mask probabilities of RoIs `boxes` (R, 4, image coordinates) of
@@ -64,14 +77,18 @@ class TransfinerRefiner(nn.Module):
         nodes (N, 4), split_logits (N,), logits (N,), masks (R, M, M) probabilities."""
         p, sizes = self.p, self.p.sizes
         root_logits = self.detector(roi_features, coarse)
-        root_map = incoherent[0] if incoherent is not None else root_logits.sigmoid() >= p.threshold
+        if incoherent is not None:
+            root_map = incoherent[0]
+        else:
+            rois = torch.arange(len(boxes), device=boxes.device)[:, None, None]
+            root_map = self.incoherent(root_logits, rois.expand_as(root_logits))
         nodes = quadtree.roots(root_map, p.max_nodes, root_logits)
-        levels, tokens, splits = [], [], []
+        levels, tokens, splits, priors = [], [], [], []
         for level in range(len(sizes)):
-            t = self.encoder(features, image_of_roi, boxes, nodes, coarse_at(coarse, nodes, sizes),
-                             sizes)
+            c = coarse_at(coarse, nodes, sizes)
+            t = self.encoder(features, image_of_roi, boxes, nodes, c, sizes)
             s = self.split_head(t)[:, 0]
-            levels.append(nodes), tokens.append(t), splits.append(s)
+            levels.append(nodes), tokens.append(t), splits.append(s), priors.append(c)
             if level + 1 == len(sizes):
                 break
             if level == 0:
@@ -79,13 +96,15 @@ class TransfinerRefiner(nn.Module):
             elif incoherent is not None:
                 keep = incoherent[level][nodes[:, 0], nodes[:, 2], nodes[:, 3]]
             else:
-                keep = s.sigmoid() >= p.threshold
+                keep = self.incoherent(s, nodes[:, 0])
             parents = nodes[keep]
             if p.max_nodes > 0 and level > 0:
                 parents = quadtree.cap_per_roi(parents, s[keep].detach(), p.max_nodes)
             nodes = quadtree.children(parents)
         nodes, tokens, splits = torch.cat(levels), torch.cat(tokens), torch.cat(splits)
         logits = self.decoder(self.sequence(tokens, nodes[:, 0]))
+        if p.residual:  # a correction of the coarse mask at the node: 0 leaves it as it is
+            logits = logits + torch.logit(torch.cat(priors), eps=1e-4)
         m = sizes[-1]
         base = F.interpolate(coarse[:, None], size=(m, m), mode="bilinear",
                              align_corners=False)[:, 0]

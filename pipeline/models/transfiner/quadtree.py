@@ -47,6 +47,24 @@ def cap_per_roi(nodes: torch.Tensor, scores: torch.Tensor, limit: int) -> torch.
     return nodes[ranks < limit]
 
 
+def expected_top(probs: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """(N,) probabilities, (N,) group (RoI) ids -> (N,) bool: in each group the
+    round(sum of its probabilities) highest, the count a calibrated detector expects."""
+    keep = torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
+    if len(probs) == 0:
+        return keep
+    groups = int(group.max()) + 1
+    want = torch.zeros(groups, device=probs.device, dtype=probs.dtype).index_add_(
+        0, group, probs).round().long()
+    order = torch.argsort(probs, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]   # by group, each high to low
+    g = group[order]
+    counts = torch.bincount(g, minlength=groups)
+    rank = torch.arange(len(g), device=probs.device) - (torch.cumsum(counts, 0) - counts)[g]
+    keep[order] = rank < want[g]
+    return keep
+
+
 def build(root_incoherent: torch.Tensor, split, depth: int) -> list[torch.Tensor]:
     """Nodes per level: roots from `root_incoherent`, then children of the nodes for which
     `split(level, nodes)` (bool per node) holds. depth = number of levels (3: 28/56/112)."""

@@ -48,9 +48,13 @@ class SequenceEncoder(nn.Module):
 
 
 class PixelDecoder(nn.Module):
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, zero_init: bool = False):
+        """zero_init: the output layer starts at 0 (a residual decoder starts as the identity)."""
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 1))
+        if zero_init:
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)[:, 0]
