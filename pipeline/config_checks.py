@@ -166,7 +166,7 @@ RULES = {
                              "adamixer.inference.mask_threshold")},
     **{k: POSITIVE for k in ("solo.train.lr", "maskrcnn.train.lr", "sparseinst.train.lr",
                              "adamixer.train.lr", "adamixer.level_tau",
-                             "adamixer.train.backbone_lr_mult",
+                             "adamixer.train.backbone_lr_mult", "maskrcnn.transfiner.lr_mult",
                              "pretrain.base_lr",
                              "freemask.short_side", "freemask.max_size",
                              "solo.inference.short_side", "maskrcnn.inference.short_side")},

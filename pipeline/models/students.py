@@ -51,7 +51,15 @@ class MaskRCNNStudent:
                                             mc.fpn_channels, self.supervision)
 
     def optimizer(self, t, params):
-        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        """SGD as detectron2; with the refiner, its parameters at lr x `transfiner.lr_mult`."""
+        params = list(params)
+        refiner = getattr(self.model, "refiner", None)
+        mult = float(self.cfg.maskrcnn.transfiner.get("lr_mult", 1.0)) if refiner else 1.0
+        own = {id(p) for p in refiner.parameters()} if refiner else set()
+        groups = [{"params": [p for p in params if id(p) not in own]},
+                  {"params": [p for p in params if id(p) in own], "lr": t.lr * mult}]
+        return torch.optim.SGD([g for g in groups if g["params"]], lr=t.lr, momentum=0.9,
+                               weight_decay=t.weight_decay)
 
     def losses(self, m, samples, device) -> dict:
         images = [s["image"].to(device) / 255.0 for s in samples]

@@ -233,3 +233,46 @@ def test_sequence_encoder_in_chunks_equals_all_rois_at_once():
     with torch.no_grad():
         moved = enc(torch.cat([tokens[:-1], tokens[-1:] + 5]), roi)
     assert torch.allclose(moved[:-1], chunked[:-1], atol=1e-5)
+
+
+def test_expected_selection_keeps_as_many_cells_as_the_detector_expects():
+    """`select: expected`: per RoI, the round(sum of probabilities) most probable cells, even
+    when none reaches the threshold; a RoI whose probabilities sum under 0.5 gets none."""
+    probs = torch.tensor([0.35, 0.45, 0.42, 0.4, 0.1, 0.2, 0.45, 0.3])
+    roi = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])     # sums 1.62, 0.3, 0.75: 2, 0, 1 cells
+    keep = quadtree.expected_top(probs, roi)
+    assert keep.tolist() == [False, True, True, False, False, False, True, False]
+    assert not (probs >= 0.5).any()                       # the threshold keeps nothing here
+    p = small(select="expected")
+    refiner = TransfinerRefiner(2, p).eval()
+    logits = torch.full((2, 28, 28), -3.0)
+    logits[0, 5, 3:7] = -1.0                              # RoI 0 expects ~5 cells, in its order
+    rois = torch.arange(2)[:, None, None].expand_as(logits)
+    picked = refiner.incoherent(logits, rois)
+    want = torch.sigmoid(logits).flatten(1).sum(1).round()
+    assert picked.flatten(1).sum(1).tolist() == want.tolist()
+    assert picked[0, 5, 3:7].all()
+
+
+def test_residual_decoder_starts_as_the_coarse_mask():
+    """`residual`: a node's logit is the coarse mask's logit there plus the decoder's
+    correction, which starts at 0, so an untrained refiner paints each node with the coarse
+    mask resized to the node's level; the paper's decoder (residual off) replaces the values."""
+    feats, img, boxes, roi, coarse, fine = toy(small())
+    from pipeline.models.transfiner.incoherence import incoherence_targets
+    from pipeline.models.transfiner.nodes import coarse_at
+    base = F.interpolate(coarse[:, None], size=(112, 112), mode="bilinear",
+                         align_corners=False)[:, 0]
+    changed = {}
+    for residual in (True, False):
+        torch.manual_seed(0)
+        p = small(residual=residual)
+        with torch.no_grad():
+            out = TransfinerRefiner(2, p).eval()(feats, img, boxes, roi, coarse,
+                                                  incoherence_targets(fine, p.sizes))
+        covered = quadtree.coverage(out["nodes"], len(boxes), p.sizes) >= 0
+        assert covered.any()
+        coarse_there = quadtree.paint(base, out["nodes"], coarse_at(coarse, out["nodes"],
+                                                                    p.sizes), p.sizes)
+        changed[residual] = float((out["masks"] - coarse_there).abs()[covered].max())
+    assert changed[True] < 1e-3 < changed[False]
