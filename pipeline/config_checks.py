@@ -143,7 +143,7 @@ RULES = {
     **{k: SIZE for k in ("maskrcnn.transfiner.max_nodes", "maskrcnn.transfiner.train_rois")},
     **{k: FRACTION for k in ("maskrcnn.transfiner.threshold", "maskrcnn.transfiner.min_score")},
     **{k: BOOL for k in ("maskrcnn.transfiner.pixels", "maskrcnn.transfiner.detect_balanced",
-                         "maskrcnn.transfiner.residual")},
+                         "maskrcnn.transfiner.residual", "maskrcnn.transfiner.contrast")},
     "maskrcnn.transfiner.select": _one_of("threshold", "expected"),
     **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
                                                   "solo.train.amp", "maskrcnn.train.amp",

@@ -20,7 +20,7 @@ from pipeline.models.transfiner.incoherence import (IncoherenceDetector, downsam
                                                     incoherence_targets)
 from pipeline.models.transfiner.losses import (detection_loss, point_refinement_loss,
                                                refinement_loss)
-from pipeline.models.transfiner.nodes import NodeEncoder, coarse_at
+from pipeline.models.transfiner.nodes import NodeEncoder, coarse_at, roi_colours
 from pipeline.models.transfiner.sequence import PixelDecoder, SequenceEncoder
 
 
@@ -38,6 +38,7 @@ class TransfinerParams:
     min_score: float = 0.0         # detections below this score keep their coarse mask
     pixels: bool = False           # nodes also read the input image (the project's addition)
     residual: bool = False         # node logit = coarse logit + decoder's (the project's)
+    contrast: bool = False         # nodes compare their pixels with the RoI's colours (ours)
     detect_weight: float = 1.0     # L_detect
     detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
@@ -53,7 +54,7 @@ class TransfinerRefiner(nn.Module):
         super().__init__()
         self.p = p
         self.detector = IncoherenceDetector(channels, p.detector_width)
-        self.encoder = NodeEncoder(channels, p.dim, len(p.sizes), p.pixels)
+        self.encoder = NodeEncoder(channels, p.dim, len(p.sizes), p.pixels, p.contrast)
         # Sec. 3.2: incoherence of the inner levels' nodes, guided by the root detection
         self.split_head = nn.Linear(p.dim, 1)
         self.sequence = SequenceEncoder(p.dim, p.layers, p.heads)
@@ -83,10 +84,12 @@ class TransfinerRefiner(nn.Module):
             rois = torch.arange(len(boxes), device=boxes.device)[:, None, None]
             root_map = self.incoherent(root_logits, rois.expand_as(root_logits))
         nodes = quadtree.roots(root_map, p.max_nodes, root_logits)
+        colours = roi_colours(features["image"], image_of_roi, boxes, coarse) \
+            if p.contrast else None
         levels, tokens, splits, priors = [], [], [], []
         for level in range(len(sizes)):
             c = coarse_at(coarse, nodes, sizes)
-            t = self.encoder(features, image_of_roi, boxes, nodes, c, sizes)
+            t = self.encoder(features, image_of_roi, boxes, nodes, c, sizes, colours)
             s = self.split_head(t)[:, 0]
             levels.append(nodes), tokens.append(t), splits.append(s), priors.append(c)
             if level + 1 == len(sizes):
@@ -175,7 +178,7 @@ class TransfinerMaskRCNN(nn.Module):
         features = m.backbone(batch.tensors)
         proposals, rpn_losses = m.rpn(batch, features, targets)
         dets, det_losses = m.roi_heads(features, proposals, batch.image_sizes, targets)
-        if self.p.pixels:  # the refiner's nodes read the input image too (stride 1)
+        if self.p.pixels or self.p.contrast:  # the nodes read the input image too (stride 1)
             features = dict(features, image=batch.tensors)
         if self.training:
             losses = {**rpn_losses, **det_losses}
@@ -248,7 +251,7 @@ class TransfinerMaskRCNN(nn.Module):
         m = self.maskrcnn
         batch, _ = m.transform(images)
         features = m.backbone(batch.tensors)
-        if self.p.pixels:
+        if self.p.pixels or self.p.contrast:
             features = dict(features, image=batch.tensors)
         dets = [{"boxes": b, "scores": torch.ones(len(b), device=b.device), "masks": c[:, None]}
                 for b, c in zip(boxes, coarse)]

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
 FPN_LEVELS = {2: "p2", 3: "p3", 4: "p4", 5: "p5"}   # name of the map with stride 2 ** k
 
@@ -78,6 +79,28 @@ def sample_pixels(images: torch.Tensor, image_of_roi: torch.Tensor, boxes: torch
     return out.flatten(1)
 
 
+def roi_colours(images: torch.Tensor, image_of_roi: torch.Tensor, boxes: torch.Tensor,
+                coarse: torch.Tensor) -> torch.Tensor:
+    """(R, 2, 3): each RoI's mean colour inside and outside its coarse (R, S, S) mask, within
+    its box (the `contrast` cue's object and background colours; this project's addition)."""
+    rois = torch.cat([image_of_roi[:, None].to(boxes.dtype), boxes], 1)
+    crop = roi_align(images, rois.to(images.dtype), coarse.shape[-2:], 1.0, 2, aligned=True)
+    w = coarse[:, None].to(crop.dtype)                                          # (R, 1, S, S)
+    inside = (crop * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)
+    outside = (crop * (1 - w)).sum((2, 3)) / (1 - w).sum((2, 3)).clamp(min=1e-6)
+    return torch.stack([inside, outside], 1)
+
+
+def contrast(pixels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(N, 9 * 3) node neighbourhoods, (N, 2, 3) their RoI's object / background colours ->
+    (N, 27): squared colour distance of each neighbour to the object, to the background, and
+    their difference (nearer the object: negative), what the guided filter's snapping uses."""
+    px = pixels.view(len(pixels), 9, 3)
+    d_in = ((px - colours[:, None, 0]) ** 2).sum(-1)
+    d_out = ((px - colours[:, None, 1]) ** 2).sum(-1)
+    return torch.cat([d_in, d_out, d_in - d_out], 1)
+
+
 def sinusoid(uv: torch.Tensor, dim: int) -> torch.Tensor:
     """(N, 2) in [0, 1] -> (N, dim) sine / cosine features of each coordinate."""
     n = dim // 4
@@ -87,28 +110,36 @@ def sinusoid(uv: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class NodeEncoder(nn.Module):
-    def __init__(self, channels: int, dim: int, levels: int, pixels: bool = False):
+    def __init__(self, channels: int, dim: int, levels: int, pixels: bool = False,
+                 contrast: bool = False):
         super().__init__()
         self.dim = dim
         self.fine = nn.Sequential(nn.Linear(9 * channels, dim), nn.ReLU(inplace=True),
                                   nn.Linear(dim, dim))
         self.pixels = nn.Sequential(nn.Linear(9 * 3, dim), nn.ReLU(inplace=True),
                                     nn.Linear(dim, dim)) if pixels else None
+        self.contrast = nn.Sequential(nn.Linear(27, dim), nn.ReLU(inplace=True),
+                                      nn.Linear(dim, dim)) if contrast else None
         self.coarse = nn.Linear(1, dim)
         self.position = nn.Linear(4 * (dim // 4), dim)
         self.level = nn.Embedding(levels, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, features, image_of_roi, boxes, nodes, coarse_at_nodes, sizes):
-        """-> (N, dim) node tokens; coarse_at_nodes (N,) mask probabilities. With `pixels`,
-        features["image"] holds the (B, 3, H, W) input images."""
+    def forward(self, features, image_of_roi, boxes, nodes, coarse_at_nodes, sizes,
+                colours=None):
+        """-> (N, dim) node tokens; coarse_at_nodes (N,) mask probabilities. With `pixels` or
+        `contrast`, features["image"] holds the (B, 3, H, W) input images; with `contrast`,
+        colours (R, 2, 3) each RoI's object and background colours (roi_colours)."""
         fine = sample_neighbourhood(features, image_of_roi, boxes, nodes, sizes)
         pos = sinusoid(node_centres(boxes, nodes, sizes), self.dim)
         x = (self.fine(fine) + self.coarse(coarse_at_nodes[:, None] * 2 - 1)
              + self.position(pos) + self.level(nodes[:, 1]))
-        if self.pixels is not None:
-            x = x + self.pixels(sample_pixels(features["image"], image_of_roi, boxes, nodes,
-                                              sizes))
+        if self.pixels is not None or self.contrast is not None:
+            px = sample_pixels(features["image"], image_of_roi, boxes, nodes, sizes)
+            if self.pixels is not None:
+                x = x + self.pixels(px)
+            if self.contrast is not None:
+                x = x + self.contrast(contrast(px, colours[nodes[:, 0]]))
         return self.norm(x)
 
 
