@@ -306,3 +306,18 @@ def test_contrast_cue_places_the_edge_from_the_rois_colours():
                                                mode="bilinear", align_corners=False)[:, 0], fine)
     assert quality[True] >= unrefined + 0.08
     assert quality[False] < unrefined + 0.03
+
+
+def test_dilated_band_roots_every_cell_near_an_incoherent_one():
+    cells = torch.zeros(1, 28, 28, dtype=torch.bool)
+    cells[0, 10, 10] = True
+    grown = quadtree.dilate(cells, 2)
+    assert int(grown.sum()) == 25 and grown[0, 8:13, 8:13].all()
+    p = small(dilate=1, sizes=(28, 56))
+    feats, img, boxes, roi, coarse, fine = toy(p, n=1)
+    from pipeline.models.transfiner.incoherence import incoherence_targets
+    inc = incoherence_targets(fine, p.sizes)
+    with torch.no_grad():
+        out = TransfinerRefiner(2, p).eval()(feats, img, boxes, roi, coarse, inc)
+    roots = out["nodes"][out["nodes"][:, 1] == 0]
+    assert len(roots) == int(quadtree.dilate(inc[0], 1).sum()) > int(inc[0].sum())

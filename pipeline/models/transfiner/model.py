@@ -39,6 +39,7 @@ class TransfinerParams:
     pixels: bool = False           # nodes also read the input image (the project's addition)
     residual: bool = False         # node logit = coarse logit + decoder's (the project's)
     contrast: bool = False         # nodes compare their pixels with the RoI's colours (ours)
+    dilate: int = 0                # root nodes: the incoherent cells grown by this many (ours)
     detect_weight: float = 1.0     # L_detect
     detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
@@ -83,6 +84,8 @@ class TransfinerRefiner(nn.Module):
         else:
             rois = torch.arange(len(boxes), device=boxes.device)[:, None, None]
             root_map = self.incoherent(root_logits, rois.expand_as(root_logits))
+        if p.dilate > 0:  # the band widened: coarse masks err further than one cell
+            root_map = quadtree.dilate(root_map, p.dilate)
         nodes = quadtree.roots(root_map, p.max_nodes, root_logits)
         colours = roi_colours(features["image"], image_of_roi, boxes, coarse) \
             if p.contrast else None

@@ -8,6 +8,7 @@ cell on the grid of size sizes[level].
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def roots(incoherent: torch.Tensor, limit: int = 0, scores=None) -> torch.Tensor:
@@ -18,6 +19,13 @@ def roots(incoherent: torch.Tensor, limit: int = 0, scores=None) -> torch.Tensor
     if limit > 0 and scores is not None:
         nodes = cap_per_roi(nodes, scores[r, y, x], limit)
     return nodes
+
+
+def dilate(cells: torch.Tensor, by: int) -> torch.Tensor:
+    """(R, S, S) bool -> the same cells and every cell within `by` cells of one (a square
+    neighbourhood)."""
+    k = 2 * by + 1
+    return F.max_pool2d(cells.float()[:, None], k, stride=1, padding=by)[:, 0] > 0
 
 
 def children(nodes: torch.Tensor) -> torch.Tensor:
