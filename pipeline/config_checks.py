@@ -146,6 +146,7 @@ RULES = {
     **{k: BOOL for k in ("maskrcnn.transfiner.pixels", "maskrcnn.transfiner.detect_balanced",
                          "maskrcnn.transfiner.residual", "maskrcnn.transfiner.contrast")},
     "maskrcnn.transfiner.select": _one_of("threshold", "expected"),
+    "maskrcnn.transfiner.train_nodes": _one_of("targets", "detected"),
     **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
                                                   "solo.train.amp", "maskrcnn.train.amp",
                                                   "sparseinst.train.amp", "adamixer.train.amp")},

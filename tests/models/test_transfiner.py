@@ -321,3 +321,23 @@ def test_dilated_band_roots_every_cell_near_an_incoherent_one():
         out = TransfinerRefiner(2, p).eval()(feats, img, boxes, roi, coarse, inc)
     roots = out["nodes"][out["nodes"][:, 1] == 0]
     assert len(roots) == int(quadtree.dilate(inc[0], 1).sum()) > int(inc[0].sum())
+
+
+def test_detected_training_nodes_are_the_inference_nodes_not_the_targets():
+    """`train_nodes: detected`: the quadtree a training step refines is the one inference
+    would build (the detector's), whatever the targets say; `targets` builds it from them."""
+    torch.manual_seed(0)
+    feats, img, boxes, roi, coarse, fine = toy(small(sizes=(28, 56)), n=1)
+    from pipeline.models.transfiner.incoherence import incoherence_targets
+    inc = incoherence_targets(fine, (28, 56))
+    nodes = {}
+    for mode in ("targets", "detected"):
+        torch.manual_seed(0)
+        refiner = TransfinerRefiner(2, small(sizes=(28, 56), train_nodes=mode,
+                                             select="expected", dilate=1)).eval()
+        with torch.no_grad():
+            nodes[mode] = refiner(feats, img, boxes, roi, coarse, inc)["nodes"]
+            inference = refiner(feats, img, boxes, roi, coarse)["nodes"]
+        assert torch.equal(nodes[mode], inference) == (mode == "detected")
+    roots = nodes["targets"][nodes["targets"][:, 1] == 0]
+    assert len(roots) == int(quadtree.dilate(inc[0], 1).sum())

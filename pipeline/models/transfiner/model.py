@@ -40,6 +40,7 @@ class TransfinerParams:
     residual: bool = False         # node logit = coarse logit + decoder's (the project's)
     contrast: bool = False         # nodes compare their pixels with the RoI's colours (ours)
     dilate: int = 0                # root nodes: the incoherent cells grown by this many (ours)
+    train_nodes: str = "targets"   # training quadtree: "targets" (paper) or "detected" (ours)
     detect_weight: float = 1.0     # L_detect
     detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
@@ -74,16 +75,20 @@ class TransfinerRefiner(nn.Module):
 
     def forward(self, features, image_of_roi, boxes, roi_features, coarse, incoherent=None):
         """coarse (R, S0, S0) mask probabilities of RoIs `boxes` (R, 4, image coordinates) of
-        images `image_of_roi` (R,); incoherent: per level (R, S, S) bool targets that build the
-        quadtree (training), else the detector's predictions do. -> dict with root_logits,
+        images `image_of_roi` (R,); incoherent: per level (R, S, S) bool targets (training); they
+        build the quadtree when `train_nodes` is "targets", else the detector's predictions do. -> dict with root_logits,
         nodes (N, 4), split_logits (N,), logits (N,), masks (R, M, M) probabilities."""
         p, sizes = self.p, self.p.sizes
         root_logits = self.detector(roi_features, coarse)
-        if incoherent is not None:
-            root_map = incoherent[0]
+        # the quadtree trains on the targets' nodes (the paper) or, like inference, on the
+        # detector's ("detected"): a widened band of the targets centres on the true contour
+        # and so tells a node's label by its place in the set
+        targets = incoherent if self.p.train_nodes == "targets" else None
+        if targets is not None:
+            root_map = targets[0]
         else:
             rois = torch.arange(len(boxes), device=boxes.device)[:, None, None]
-            root_map = self.incoherent(root_logits, rois.expand_as(root_logits))
+            root_map = self.incoherent(root_logits.detach(), rois.expand_as(root_logits))
         if p.dilate > 0:  # the band widened: coarse masks err further than one cell
             root_map = quadtree.dilate(root_map, p.dilate)
         nodes = quadtree.roots(root_map, p.max_nodes, root_logits)
@@ -99,7 +104,7 @@ class TransfinerRefiner(nn.Module):
                 break
             if level == 0:
                 keep = torch.ones(len(nodes), dtype=torch.bool, device=nodes.device)
-            elif incoherent is not None:
+            elif targets is not None:
                 keep = incoherent[level][nodes[:, 0], nodes[:, 2], nodes[:, 3]]
             else:
                 keep = self.incoherent(s, nodes[:, 0])
