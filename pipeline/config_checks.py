@@ -147,6 +147,7 @@ RULES = {
                          "maskrcnn.transfiner.residual", "maskrcnn.transfiner.contrast")},
     "maskrcnn.transfiner.select": _one_of("threshold", "expected"),
     "maskrcnn.transfiner.train_nodes": _one_of("targets", "detected"),
+    "maskrcnn.transfiner.node_labels": _one_of("majority", "fraction"),
     **{k: _one_of(True, False, "auto") for k in ("hardware.amp", "pretrain.amp",
                                                   "solo.train.amp", "maskrcnn.train.amp",
                                                   "sparseinst.train.amp", "adamixer.train.amp")},

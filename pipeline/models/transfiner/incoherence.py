@@ -23,6 +23,12 @@ def downsample(mask: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(mask.float()[:, None], k)[:, 0] >= 0.5
 
 
+def coverage_fraction(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """(R, M, M) binary -> (R, size, size): the share of each cell the mask covers."""
+    k = mask.shape[-1] // size
+    return F.avg_pool2d(mask.float()[:, None], k)[:, 0]
+
+
 def incoherence_targets(fine: torch.Tensor, sizes) -> list[torch.Tensor]:
     """Per quadtree level S in `sizes`, (R, S, S) incoherence targets from a (R, M, M) binary
     mask with M = 2 * max(sizes) (the mask one level finer than the finest node)."""

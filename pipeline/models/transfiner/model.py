@@ -16,7 +16,8 @@ from torch import nn
 
 from pipeline.models.params import dataclass_from
 from pipeline.models.transfiner import quadtree
-from pipeline.models.transfiner.incoherence import (IncoherenceDetector, downsample,
+from pipeline.models.transfiner.incoherence import (IncoherenceDetector, coverage_fraction,
+                                                    downsample,
                                                     incoherence_targets)
 from pipeline.models.transfiner.losses import (detection_loss, point_refinement_loss,
                                                refinement_loss)
@@ -41,6 +42,7 @@ class TransfinerParams:
     contrast: bool = False         # nodes compare their pixels with the RoI's colours (ours)
     dilate: int = 0                # root nodes: the incoherent cells grown by this many (ours)
     train_nodes: str = "targets"   # training quadtree: "targets" (paper) or "detected" (ours)
+    node_labels: str = "majority"  # full masks: a node's label, "majority" or "fraction" (ours)
     detect_weight: float = 1.0     # L_detect
     detect_balanced: bool = False  # L_detect's positives weighted by negatives / positives
     refine_weight: float = 1.0     # L_refine
@@ -149,8 +151,9 @@ def transfiner_losses(refiner, features, image_of_roi, boxes, roi_features, coar
         node_labels = torch.zeros(len(nodes), device=boxes.device)
         for lv, s in enumerate(sizes):
             sel = nodes[:, 1] == lv
-            node_labels[sel] = downsample(fine, s)[nodes[sel, 0], nodes[sel, 2],
-                                                   nodes[sel, 3]].float()
+            label = downsample(fine, s) if p.node_labels == "majority" else \
+                coverage_fraction(fine, s)
+            node_labels[sel] = label[nodes[sel, 0], nodes[sel, 2], nodes[sel, 3]].float()
         l_refine = refinement_loss(out["logits"], node_labels)
     else:
         cover = quadtree.coverage(nodes, len(boxes), sizes)
