@@ -90,9 +90,20 @@ def not_in_weights(node) -> tuple[str, ...]:
     settings makes the weights; with it, its prediction-only ones do not."""
     if "transfiner" not in node:
         return NOT_IN_WEIGHTS
-    if node.get("refine", "none") == "none":
-        return NOT_IN_WEIGHTS + ("transfiner",)
-    return NOT_IN_WEIGHTS + REFINER_INFERENCE
+    return NOT_IN_WEIGHTS + (REFINER_INFERENCE if refiner_on(node) else ("transfiner",))
+
+
+def refiner_on(node) -> bool:
+    return "transfiner" in node and str(node.get("refine", "none")) != "none"
+
+
+def prediction_settings(node) -> list:
+    """What a student's predictions are made from besides its weights: its `inference`
+    settings and, with the refiner on, the refiner's prediction-only ones."""
+    made = [settings(node.inference, BATCHING)]
+    if refiner_on(node):
+        made.append({k: node.transfiner.get(k.split(".")[-1]) for k in REFINER_INFERENCE})
+    return made
 
 
 def weights_fingerprint(cfg, split, targets) -> str:
@@ -179,7 +190,7 @@ def run(cfg) -> dict:
 
     summaries = predict_splits(
         cfg, predictor, node.eval_splits, out_dir, prefix="predictions",
-        config_key=[settings(node.inference, BATCHING), stamp_of(out_dir)],
+        config_key=[*prediction_settings(node), stamp_of(out_dir)],
         shard_size=node.inference.shard_size, desc=f"{name} {sv.name} " + "{split}",
         title=f"{MODELS[name]}, {sv.name} " + "({split}, class-agnostic)",
         categories=targets["categories"], each=class_aware)

@@ -341,3 +341,12 @@ def test_detected_training_nodes_are_the_inference_nodes_not_the_targets():
         assert torch.equal(nodes[mode], inference) == (mode == "detected")
     roots = nodes["targets"][nodes["targets"][:, 1] == 0]
     assert len(roots) == int(quadtree.dilate(inc[0], 1).sum())
+
+
+def test_fraction_labels_are_the_share_of_each_cell_the_mask_covers():
+    from pipeline.models.transfiner.incoherence import coverage_fraction
+    fine = torch.zeros(1, 56, 56, dtype=torch.bool)
+    fine[0, :, :29] = True                     # the edge falls inside column 14 of the 28 grid
+    share = coverage_fraction(fine, 28)
+    assert share[0, 0, 13] == 1.0 and share[0, 0, 14] == 0.5 and share[0, 0, 15] == 0.0
+    assert downsample(fine, 28)[0, 0, 14]      # the majority label rounds the half cell up

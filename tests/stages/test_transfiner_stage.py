@@ -29,3 +29,22 @@ def test_maskrcnn_with_transfiner_trains_and_reports_boundary_ap(sample_cfg, sup
     assert any(k.startswith("maskrcnn.roi_heads.") for k in state)
     assert "loss_refine" in (run / "metrics.csv").read_text()  # L_refine was trained
     COCO(str(run / "predictions_test.json"))
+
+
+@pytest.mark.e2e
+def test_refiner_inference_settings_repredict_without_retraining(sample_cfg):
+    """The refiner's prediction-only settings (threshold, select, min_score) are outside the
+    weights' fingerprint, so changing one re-uses model.pt, and inside the predictions' key,
+    so the predictions are made again, not taken from the shards of the other value."""
+    args = ["stage=maskrcnn", "supervision=full", *TRANSFINER]
+    cfg = sample_cfg(*args, run_name="transfiner_repredict")
+    run_stage(cfg)
+    run = Path(cfg.run_dir)
+    weights = (run / "model.pt").stat().st_mtime_ns
+    shards = {p.name: p.read_bytes() for p in (run / "shards").rglob("*") if p.is_file()}
+    cfg = sample_cfg(*args, "maskrcnn.transfiner.select=expected",
+                     run_name="transfiner_repredict")
+    run_stage(cfg)
+    assert (run / "model.pt").stat().st_mtime_ns == weights             # not retrained
+    again = {p.name: p.read_bytes() for p in (run / "shards").rglob("*") if p.is_file()}
+    assert again != shards                                                # predicted again
