@@ -37,13 +37,14 @@ def test_refiner_inference_settings_repredict_without_retraining(sample_cfg):
     weights' fingerprint, so changing one re-uses model.pt, and inside the predictions' key,
     so the predictions are made again, not taken from the shards of the other value."""
     args = ["stage=maskrcnn", "supervision=full", *TRANSFINER]
-    cfg = sample_cfg(*args, run_name="transfiner_repredict")
+    cfg = sample_cfg(*args, "maskrcnn.transfiner.select=expected",
+                     run_name="transfiner_repredict")
     run_stage(cfg)
     run = Path(cfg.run_dir)
     weights = (run / "model.pt").stat().st_mtime_ns
     shards = {p.name: p.read_bytes() for p in (run / "shards").rglob("*") if p.is_file()}
-    cfg = sample_cfg(*args, "maskrcnn.transfiner.select=expected",
-                     run_name="transfiner_repredict")
+    cfg = sample_cfg(*args, "maskrcnn.transfiner.select=threshold",
+                     "maskrcnn.transfiner.threshold=0.05", run_name="transfiner_repredict")
     run_stage(cfg)
     assert (run / "model.pt").stat().st_mtime_ns == weights             # not retrained
     again = {p.name: p.read_bytes() for p in (run / "shards").rglob("*") if p.is_file()}
