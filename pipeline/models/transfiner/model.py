@@ -77,9 +77,10 @@ class TransfinerRefiner(nn.Module):
 
     def forward(self, features, image_of_roi, boxes, roi_features, coarse, incoherent=None):
         """coarse (R, S0, S0) mask probabilities of RoIs `boxes` (R, 4, image coordinates) of
-        images `image_of_roi` (R,); incoherent: per level (R, S, S) bool targets (training); they
-        build the quadtree when `train_nodes` is "targets", else the detector's predictions do. -> dict with root_logits,
-        nodes (N, 4), split_logits (N,), logits (N,), masks (R, M, M) probabilities."""
+        images `image_of_roi` (R,); incoherent: per level (R, S, S) bool targets (training);
+        they build the quadtree when `train_nodes` is "targets", else the detector's
+        predictions do. -> dict with root_logits, nodes (N, 4), split_logits (N,), logits (N,),
+        masks (R, M, M) probabilities."""
         p, sizes = self.p, self.p.sizes
         root_logits = self.detector(roi_features, coarse)
         # the quadtree trains on the targets' nodes (the paper) or, like inference, on the
