@@ -19,7 +19,7 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on the path)
 
 
-def matched_iou(captured, images, gts):
+def matched_iou(captured, gts):
     """Mean mask IoU (coarse, refined) of the refined RoIs that match an object."""
     import torch
     import torch.nn.functional as F
@@ -81,7 +81,7 @@ def main():
     import torch
     from omegaconf import OmegaConf
 
-    from pipeline.data.coco import decode_segmentation
+    from pipeline.data.coco import annotations_by_image, decode_segmentation
     from pipeline.data.datasets import get_split
     from pipeline.data.images import read_rgb
     from pipeline.models.students import build_student
@@ -93,6 +93,7 @@ def main():
     model.eval()
     split = get_split(cfg.dataset, a.split)
     infos = sorted(split.images, key=lambda im: im["id"])[:a.images]
+    by_image = annotations_by_image(split.coco)
     images, gts = [], []
     for info in infos:
         if min(info["height"], info["width"]) != cfg.maskrcnn.inference.short_side:
@@ -100,7 +101,7 @@ def main():
                              "it needs images at maskrcnn.inference.short_side")
         images.append(torch.from_numpy(np.array(read_rgb(split.image_root / info["file_name"])))
                       .permute(2, 0, 1).float() / 255)
-        anns = [x for x in split.coco["annotations"] if x["image_id"] == info["id"]]
+        anns = by_image.get(info["id"], [])
         h, w = info["height"], info["width"]
         masks = [decode_segmentation(x["segmentation"], h, w) for x in anns]
         boxes = [[x["bbox"][0], x["bbox"][1], x["bbox"][0] + x["bbox"][2],
@@ -111,7 +112,7 @@ def main():
     model.refiner.register_forward_hook(lambda mod, args, out: captured.append((args, out)))
     with torch.no_grad():
         dets = model(images)
-    scores = matched_iou(captured[0], images, gts)
+    scores = matched_iou(captured[0], gts)
     share = error_distances(dets, gts)
     result = {"run": str(run), "split": a.split, "images": len(images),
               "matched_rois": len(scores["coarse"]),

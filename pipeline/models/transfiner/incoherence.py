@@ -17,16 +17,16 @@ def incoherent_cells(fine: torch.Tensor) -> torch.Tensor:
     return (F.max_pool2d(f, 2) != -F.max_pool2d(-f, 2))[:, 0]
 
 
-def downsample(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """(R, M, M) binary -> (R, size, size) binary by area vote (>= half), M a multiple."""
-    k = mask.shape[-1] // size
-    return F.avg_pool2d(mask.float()[:, None], k)[:, 0] >= 0.5
-
-
 def coverage_fraction(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """(R, M, M) binary -> (R, size, size): the share of each cell the mask covers."""
+    """(R, M, M) binary -> (R, size, size): the share of each cell the mask covers, M a
+    multiple of size."""
     k = mask.shape[-1] // size
     return F.avg_pool2d(mask.float()[:, None], k)[:, 0]
+
+
+def downsample(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """(R, M, M) binary -> (R, size, size) binary by area vote (>= half), M a multiple."""
+    return coverage_fraction(mask, size) >= 0.5
 
 
 def incoherence_targets(fine: torch.Tensor, sizes) -> list[torch.Tensor]:

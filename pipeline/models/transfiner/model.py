@@ -17,8 +17,7 @@ from torch import nn
 from pipeline.models.params import dataclass_from
 from pipeline.models.transfiner import quadtree
 from pipeline.models.transfiner.incoherence import (IncoherenceDetector, coverage_fraction,
-                                                    downsample,
-                                                    incoherence_targets)
+                                                    downsample, incoherence_targets)
 from pipeline.models.transfiner.losses import (detection_loss, point_refinement_loss,
                                                refinement_loss)
 from pipeline.models.transfiner.nodes import NodeEncoder, coarse_at, roi_colours
@@ -86,7 +85,7 @@ class TransfinerRefiner(nn.Module):
         # the quadtree trains on the targets' nodes (the paper) or, like inference, on the
         # detector's ("detected"): a widened band of the targets centres on the true contour
         # and so tells a node's label by its place in the set
-        targets = incoherent if self.p.train_nodes == "targets" else None
+        targets = incoherent if p.train_nodes == "targets" else None
         if targets is not None:
             root_map = targets[0]
         else:
@@ -108,7 +107,7 @@ class TransfinerRefiner(nn.Module):
             if level == 0:
                 keep = torch.ones(len(nodes), dtype=torch.bool, device=nodes.device)
             elif targets is not None:
-                keep = incoherent[level][nodes[:, 0], nodes[:, 2], nodes[:, 3]]
+                keep = targets[level][nodes[:, 0], nodes[:, 2], nodes[:, 3]]
             else:
                 keep = self.incoherent(s, nodes[:, 0])
             parents = nodes[keep]

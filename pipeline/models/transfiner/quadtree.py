@@ -41,36 +41,35 @@ def children(nodes: torch.Tensor) -> torch.Tensor:
     return n.reshape(-1, 4)
 
 
+def rank_in_group(scores: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """(N,) scores, (N,) group (RoI) ids >= 0 -> (N,) each element's rank within its group,
+    0 for the highest score (equal scores: the earlier first)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]   # by group, each high to low
+    g = group[order]
+    counts = torch.bincount(g)
+    rank = torch.empty_like(group)
+    rank[order] = torch.arange(len(g), device=g.device) - (torch.cumsum(counts, 0) - counts)[g]
+    return rank
+
+
 def cap_per_roi(nodes: torch.Tensor, scores: torch.Tensor, limit: int) -> torch.Tensor:
     """Keep at most `limit` nodes per RoI, the highest scores first (bounded sequences)."""
     if len(nodes) == 0:
         return nodes
-    order = torch.argsort(scores, descending=True)
-    nodes = nodes[order]
-    roi = nodes[:, 0]
-    ranks = torch.zeros_like(roi)
-    for r in roi.unique():
-        where = torch.nonzero(roi == r, as_tuple=True)[0]
-        ranks[where] = torch.arange(len(where), device=roi.device)
-    return nodes[ranks < limit]
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = rank_in_group(scores, nodes[:, 0]) < limit
+    return nodes[order][keep[order]]
 
 
 def expected_top(probs: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     """(N,) probabilities, (N,) group (RoI) ids -> (N,) bool: in each group the
     round(sum of its probabilities) highest, the count a calibrated detector expects."""
-    keep = torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
     if len(probs) == 0:
-        return keep
-    groups = int(group.max()) + 1
-    want = torch.zeros(groups, device=probs.device, dtype=probs.dtype).index_add_(
+        return torch.zeros(0, dtype=torch.bool, device=probs.device)
+    want = torch.zeros(int(group.max()) + 1, device=probs.device, dtype=probs.dtype).index_add_(
         0, group, probs).round().long()
-    order = torch.argsort(probs, descending=True, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]   # by group, each high to low
-    g = group[order]
-    counts = torch.bincount(g, minlength=groups)
-    rank = torch.arange(len(g), device=probs.device) - (torch.cumsum(counts, 0) - counts)[g]
-    keep[order] = rank < want[g]
-    return keep
+    return rank_in_group(probs, group) < want[group]
 
 
 def build(root_incoherent: torch.Tensor, split, depth: int) -> list[torch.Tensor]:
